@@ -1,0 +1,133 @@
+"""``python -m emotion_llama``: info, analyze, and the dataset commands.
+
+Every command prints a user's error as one line on stderr and exits with status 2;
+anything else is a bug and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from .errors import EmotionLlamaError
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Parameters per component; ``trainable`` is adapters + LoRA."""
+
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    counts = {
+        "global_encoder": count(model.encoders.global_frame),
+        "face_encoder": count(model.encoders.face),
+        "temporal_encoder": count(model.encoders.temporal),
+        "audio_encoder": count(model.encoders.audio),
+        "llm": count(model.llama_model) - lora,
+        "lora": lora,
+    }
+    counts.update({name: count(layer) for name, layer in model.adapters().items()})
+    counts["total"] = count(model)
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import preset
+    from .model import EmotionLlama
+
+    config = preset(args.preset)
+    with torch.device(args.device):
+        model = EmotionLlama(config)
+    counts = parameter_counts(model)
+    if args.json:
+        print(json.dumps({"preset": args.preset, "device": args.device, "parameters": counts}, indent=2))
+    else:
+        for name, value in counts.items():
+            print(f"{name:>20}  {value:>15,}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .config import GenerationSettings
+    from .pipeline import AnalysisOptions, load_engine
+    from .prompts import parse_labels
+
+    options = AnalysisOptions(
+        task=args.task,
+        labels=parse_labels(args.labels),
+        question=args.question,
+        generation=GenerationSettings(
+            do_sample=args.sample, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed
+        ),
+        leave_out=tuple(x for x in (args.leave_out or "").split(",") if x),
+        demo_parity=args.demo_parity,
+        frame_choice=args.frame,
+    )
+    engine = load_engine(args.weights, device=args.device)
+    analysis = engine.analyze(args.clip, subtitle=args.subtitle, options=options)
+    if args.json:
+        print(json.dumps(analysis.to_json(), indent=2, ensure_ascii=False))
+    else:
+        best = analysis.probabilities[analysis.label]
+        print(f"{analysis.label} ({best:.0%})\n{analysis.answer}")
+        for warning in analysis.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emotion_llama", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="parameter counts of a preset")
+    info.add_argument("--preset", choices=("official", "tiny"), default="official")
+    info.add_argument("--device", choices=("meta", "cpu", "cuda"), default="meta")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(run=cmd_info)
+
+    analyze = commands.add_parser("analyze", help="recognise and explain the emotion in one clip")
+    analyze.add_argument("clip")
+    analyze.add_argument("--subtitle", help="what the person says (default: sidecar file, Whisper, or none)")
+    analyze.add_argument("--task", choices=("emotion", "reason", "visual", "audio", "free"), default="emotion")
+    analyze.add_argument("--question", help="your own question (with --task free)")
+    analyze.add_argument("--labels", help="comma-separated candidate labels (default: MERR's nine)")
+    analyze.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
+    analyze.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    analyze.add_argument("--frame", choices=("peak", "middle", "first"), default="peak")
+    analyze.add_argument("--leave-out", help="comma list of modalities to drop: global,face,temporal,audio,subtitle")
+    analyze.add_argument("--demo-parity", action="store_true", help="the reference demo's prompt layout")
+    analyze.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy")
+    analyze.add_argument("--temperature", type=float, default=0.2)
+    analyze.add_argument("--max-new-tokens", type=int, default=500)
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--json", action="store_true")
+    analyze.set_defaults(run=cmd_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not os.environ.get("EMOTION_LLAMA_DEBUG"):
+        warnings.filterwarnings("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    try:
+        return args.run(args)
+    except EmotionLlamaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - a bug: one line unless debugging
+        if os.environ.get("EMOTION_LLAMA_DEBUG"):
+            raise
+        print(f"internal error: {error.__class__.__name__}: {error} (set EMOTION_LLAMA_DEBUG=1 for details)", file=sys.stderr)
+        return 1

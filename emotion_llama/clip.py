@@ -1,0 +1,55 @@
+"""What the media stage hands to the encoders: one clip, prepared.
+
+The media, face and subtitle stages fill a ``PreparedClip``; the encoders read it and
+know nothing of files. Pixel arrays are RGB ``uint8``; audio is 16 kHz mono ``float32``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+MODALITIES = ("global", "face", "temporal", "audio", "subtitle")
+
+
+@dataclass
+class Subtitle:
+    """What the person says, and where that text came from."""
+
+    text: str | None
+    source: str  # "user", "sidecar:<name>", "whisper:<model>", "none"
+    language: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class PreparedClip:
+    """One clip turned into the raw inputs of the four encoders.
+
+    ``face_crops`` feeds the local (MAE) encoder, one crop per sampled frame;
+    ``face_sequence`` feeds the temporal (VideoMAE) encoder, 16 crops spread over the
+    analysed window. Either may be empty when no face is usable; ``audio`` is None when
+    the clip has no audio track.
+    """
+
+    global_frame: np.ndarray  # (H, W, 3) uint8, the frame chosen for the global encoder
+    global_frame_time: float  # seconds from the start of the clip
+    face_crops: np.ndarray  # (N, S, S, 3) uint8, N may be 0
+    face_sequence: np.ndarray  # (T, S, S, 3) uint8, T may be 0
+    audio: np.ndarray | None  # (samples,) float32 at SAMPLE_RATE, or None
+    subtitle: Subtitle = field(default_factory=lambda: Subtitle(None, "none"))
+    duration: float = 0.0  # seconds of the whole clip
+    analysed_window: tuple[float, float] = (0.0, 0.0)
+    frame_times: list[float] = field(default_factory=list)  # times of face_crops
+    peak_frame_index: int | None = None  # index into face_crops of the peak frame
+    face_found: bool = False
+    face_boxes: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    other_people: int = 0
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None and self.audio.size > 0

@@ -1,0 +1,319 @@
+"""Typed configuration and the two presets.
+
+``official`` carries the numbers of the reference system (Cheng et al., NeurIPS 2024,
+arXiv 2406.11161, and its public code): EVA ViT-g/14 at 448 px with ``ln_vision``,
+MAE ViT-L, VideoMAE ViT-L, HuBERT-large, LLaMA-2-7B-chat and LoRA r 64 on q/v.
+``tiny`` runs the *same classes* with small widths; it is what we train on the
+synthetic corpus and ship. Size lives here, never in ``if tiny:`` branches.
+
+Each encoder section is the keyword set of its transformers config class, so a preset
+is plain data that round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    Blip2VisionConfig,
+    HubertConfig,
+    LlamaConfig,
+    VideoMAEConfig,
+    ViTMAEConfig,
+)
+
+# Normalisation of the global frame: BLIP-2 / EVA-CLIP statistics (reference Blip2ImageEvalProcessor).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# MAE and VideoMAE were trained with ImageNet statistics.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MER2023_LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+MERR_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Defaults of the reference demo (DESIGN.md section 2)."""
+
+    do_sample: bool = True
+    temperature: float = 0.2
+    top_p: float = 0.9
+    repetition_penalty: float = 1.05
+    max_new_tokens: int = 500
+    max_context_tokens: int = 2000
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class WeightSources:
+    """Where the frozen parts of the ``official`` preset come from: a Hub id or a local path.
+
+    Each can be overridden by an environment variable (see ``from_env``).
+    """
+
+    llm: str = "meta-llama/Llama-2-7b-chat-hf"
+    # BLIP-2's EVA ViT-g: either LAVIS's ``eva_vit_g.pth`` or an HF BLIP-2 repository.
+    global_vision: str = "Salesforce/blip2-opt-2.7b"
+    face: str = "facebook/vit-mae-large"
+    temporal: str = "MCG-NJU/videomae-large"
+    audio: str = "TencentGameMate/chinese-hubert-large"
+    # The Emotion-LLaMA trainable weights (adapters + LoRA), a reference ``.pth`` file.
+    checkpoint: str | None = None
+
+    ENV = {
+        "llm": "EMOTION_LLAMA_LLM",
+        "global_vision": "EMOTION_LLAMA_EVA",
+        "face": "EMOTION_LLAMA_MAE",
+        "temporal": "EMOTION_LLAMA_VIDEOMAE",
+        "audio": "EMOTION_LLAMA_HUBERT",
+        "checkpoint": "EMOTION_LLAMA_CHECKPOINT",
+    }
+
+    def from_env(self, environ: dict[str, str] | None = None) -> WeightSources:
+        environ = os.environ if environ is None else environ
+        updates = {name: environ[var] for name, var in self.ENV.items() if environ.get(var)}
+        return replace(self, **updates)
+
+
+@dataclass(frozen=True)
+class EmotionLlamaConfig:
+    preset: str
+    global_vision: dict[str, Any]  # Blip2VisionConfig keywords (EVA ViT-g)
+    face: dict[str, Any]  # ViTMAEConfig keywords
+    temporal: dict[str, Any]  # VideoMAEConfig keywords
+    audio: dict[str, Any]  # HubertConfig keywords
+    llm: dict[str, Any]  # LlamaConfig keywords
+    lora: LoraSettings
+    # Size the EVA position embeddings were trained at; interpolated to image_size once at load.
+    global_pretrained_image_size: int = 224
+    # Patch tokens regrouped this many consecutive at a time before llama_proj.
+    visual_group: int = 4
+    ln_vision_eps: float = 1e-5
+    sources: WeightSources = field(default_factory=WeightSources)
+
+    # -- derived sizes ------------------------------------------------------------
+    @property
+    def llm_hidden(self) -> int:
+        return self.llm["hidden_size"]
+
+    @property
+    def global_hidden(self) -> int:
+        return self.global_vision["hidden_size"]
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per side of the global frame (32 at 448 px with patch 14)."""
+        return self.global_vision["image_size"] // self.global_vision["patch_size"]
+
+    @property
+    def visual_grid(self) -> tuple[int, int]:
+        """Rows and columns of the visual-token grid (32 x 8 in the official preset)."""
+        if self.patch_grid % self.visual_group:
+            raise ValueError("patch grid width must be divisible by visual_group")
+        return self.patch_grid, self.patch_grid // self.visual_group
+
+    @property
+    def num_visual_tokens(self) -> int:
+        rows, cols = self.visual_grid
+        return rows * cols
+
+    # -- transformers configs ----------------------------------------------------
+    def global_vision_config(self) -> Blip2VisionConfig:
+        return Blip2VisionConfig(**self.global_vision)
+
+    def face_config(self) -> ViTMAEConfig:
+        return ViTMAEConfig(**self.face)
+
+    def temporal_config(self) -> VideoMAEConfig:
+        return VideoMAEConfig(**self.temporal)
+
+    def audio_config(self) -> HubertConfig:
+        return HubertConfig(**self.audio)
+
+    def llm_config(self) -> LlamaConfig:
+        return LlamaConfig(**self.llm)
+
+    # -- persistence -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lora"]["target_modules"] = list(self.lora.target_modules)
+        return data
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmotionLlamaConfig:
+        data = dict(data)
+        lora = dict(data.pop("lora"))
+        lora["target_modules"] = tuple(lora["target_modules"])
+        sources = WeightSources(**data.pop("sources", {}))
+        return cls(lora=LoraSettings(**lora), sources=sources, **data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EmotionLlamaConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_vocab_size(self, vocab_size: int) -> EmotionLlamaConfig:
+        return replace(self, llm={**self.llm, "vocab_size": vocab_size})
+
+
+def official() -> EmotionLlamaConfig:
+    """The reference numbers (DESIGN.md section 2)."""
+    return EmotionLlamaConfig(
+        preset="official",
+        # Blip2VisionConfig's defaults are EVA ViT-g: 1408 wide, 39 layers, 16 heads,
+        # MLP 6144 (ratio 4.3637), exact GELU, LayerNorm eps 1e-6, qkv bias.
+        global_vision=dict(
+            hidden_size=1408,
+            intermediate_size=6144,
+            num_hidden_layers=39,
+            num_attention_heads=16,
+            image_size=448,
+            patch_size=14,
+            hidden_act="gelu",
+            layer_norm_eps=1e-6,
+            qkv_bias=True,
+        ),
+        face=dict(  # ViT-MAE-large encoder
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=16,
+            qkv_bias=True,
+            mask_ratio=0.0,
+        ),
+        temporal=dict(  # VideoMAE-large encoder
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=16,
+            num_frames=16,
+            tubelet_size=2,
+            qkv_bias=True,
+            use_mean_pooling=False,
+        ),
+        audio=dict(  # HuBERT-large (chinese-hubert-large)
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            conv_dim=(512,) * 7,
+            conv_bias=True,
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            num_conv_pos_embeddings=128,
+            num_conv_pos_embedding_groups=16,
+        ),
+        llm=dict(  # LLaMA-2-7B-chat
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-5,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        ),
+        lora=LoraSettings(r=64, alpha=16, dropout=0.05),
+        global_pretrained_image_size=224,
+        sources=WeightSources().from_env(),
+    )
+
+
+def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
+    """Same classes as ``official`` with small widths; trains on a CPU in minutes."""
+    return EmotionLlamaConfig(
+        preset="tiny",
+        global_vision=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=14,
+            hidden_act="gelu",
+            layer_norm_eps=1e-6,
+            qkv_bias=True,
+        ),
+        face=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=112,
+            patch_size=16,
+            qkv_bias=True,
+            mask_ratio=0.0,
+        ),
+        temporal=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=112,
+            patch_size=16,
+            num_frames=16,
+            tubelet_size=2,
+            qkv_bias=True,
+            use_mean_pooling=False,
+        ),
+        audio=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            conv_dim=(32,) * 7,
+            conv_bias=True,
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        ),
+        llm=dict(
+            vocab_size=vocab_size,
+            hidden_size=128,
+            intermediate_size=344,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-5,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        ),
+        lora=LoraSettings(r=8, alpha=16, dropout=0.05),
+        global_pretrained_image_size=224,
+    )
+
+
+PRESETS = {"official": official, "tiny": tiny}
+
+
+def preset(name: str) -> EmotionLlamaConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,151 @@
+"""The four frozen encoders behind one small interface.
+
+Each encoder turns the raw arrays of a ``PreparedClip`` into features:
+
+- ``GlobalFrameEncoder``: EVA ViT-g (``Blip2VisionModel``) + ``ln_vision`` on one frame
+  -> (1 + patches, width) tokens.
+- ``FaceEncoder``: MAE ViT (``ViTMAEModel``, mask ratio 0) on face crops, mean over
+  patch tokens and over frames -> one utterance-level vector.
+- ``FaceSequenceEncoder``: VideoMAE (``VideoMAEModel``) on the face-crop sequence,
+  mean over tokens -> one vector.
+- ``SpeechEncoder``: HuBERT (``HubertModel``) on 16 kHz mono speech, last hidden
+  layer, mean over time -> one vector.
+
+Each has ``preprocess`` (numpy in, tensor out, no network) and ``forward``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from transformers import Blip2VisionModel, HubertModel, VideoMAEModel, ViTMAEModel
+
+from .config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EmotionLlamaConfig
+
+
+def _to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float, bicubic resize as the reference."""
+    if images.ndim == 3:
+        images = images[None]
+    resized = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BICUBIC))
+        for img in images
+    ]
+    pixels = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
+    std_t = torch.tensor(std).view(1, 3, 1, 1)
+    return (pixels - mean_t) / std_t
+
+
+class GlobalFrameEncoder(nn.Module):
+    """EVA ViT-g/14 with the reference's ``ln_vision``.
+
+    The reference ends the ViT without a norm and applies ``ln_vision``, a plain
+    ``LayerNorm(width)`` (eps 1e-5) that MiniGPT-v2 creates fresh and freezes. BLIP-2's
+    ``post_layernorm`` in transformers is a *different*, trained norm, so it is replaced by
+    the identity here and never loaded.
+    """
+
+    def __init__(self, config: EmotionLlamaConfig):
+        super().__init__()
+        self.image_size = config.global_vision["image_size"]
+        self.vit = Blip2VisionModel(config.global_vision_config())
+        self.vit.post_layernorm = nn.Identity()
+        self.ln_vision = nn.LayerNorm(config.global_hidden, eps=config.ln_vision_eps)
+
+    def preprocess(self, frame: np.ndarray) -> torch.Tensor:
+        return _to_pixels(frame, self.image_size, CLIP_MEAN, CLIP_STD)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.vit.embeddings.patch_embedding.weight.dtype
+        hidden = self.vit(pixel_values=pixel_values.to(dtype)).last_hidden_state
+        # ln_vision stays in float32, as the reference's LayerNorm casts to fp32.
+        return self.ln_vision(hidden.to(self.ln_vision.weight.dtype))
+
+
+class FaceEncoder(nn.Module):
+    """MAE ViT on face crops; utterance-level feature = mean over patches, then frames."""
+
+    def __init__(self, config: EmotionLlamaConfig):
+        super().__init__()
+        self.image_size = config.face["image_size"]
+        self.mae = ViTMAEModel(config.face_config())
+
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        return _to_pixels(crops, self.image_size, IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        batch = pixel_values.shape[0]
+        num_patches = self.mae.embeddings.patch_embeddings.num_patches
+        # Ascending noise keeps every patch in its own order: no random shuffle at inference.
+        noise = torch.arange(num_patches, dtype=torch.float32, device=pixel_values.device).expand(batch, -1)
+        dtype = self.mae.embeddings.patch_embeddings.projection.weight.dtype
+        hidden = self.mae(pixel_values=pixel_values.to(dtype), noise=noise).last_hidden_state
+        return hidden[:, 1:].mean(dim=1).mean(dim=0)
+
+
+class FaceSequenceEncoder(nn.Module):
+    """VideoMAE on the face-crop sequence; feature = mean over all space-time tokens."""
+
+    def __init__(self, config: EmotionLlamaConfig):
+        super().__init__()
+        self.image_size = config.temporal["image_size"]
+        self.num_frames = config.temporal["num_frames"]
+        self.videomae = VideoMAEModel(config.temporal_config())
+
+    def preprocess(self, sequence: np.ndarray) -> torch.Tensor:
+        """(T, H, W, 3) -> (1, num_frames, 3, size, size); T is resampled to num_frames."""
+        picks = np.linspace(0, len(sequence) - 1, self.num_frames).round().astype(int)
+        pixels = _to_pixels(sequence[picks], self.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        return pixels.unsqueeze(0)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.videomae.embeddings.patch_embeddings.projection.weight.dtype
+        hidden = self.videomae(pixel_values=pixel_values.to(dtype)).last_hidden_state
+        return hidden.mean(dim=1)[0]
+
+
+class SpeechEncoder(nn.Module):
+    """HuBERT; feature = last hidden layer averaged over time."""
+
+    # Shortest waveform the convolutional front end accepts is 400 samples (25 ms).
+    MIN_SAMPLES = 400
+
+    def __init__(self, config: EmotionLlamaConfig):
+        super().__init__()
+        self.hubert = HubertModel(config.audio_config())
+
+    def preprocess(self, waveform: np.ndarray) -> torch.Tensor:
+        """Zero mean, unit variance, as the HuBERT-large feature extractor does."""
+        wave = np.asarray(waveform, dtype=np.float32)
+        if wave.size < self.MIN_SAMPLES:
+            wave = np.pad(wave, (0, self.MIN_SAMPLES - wave.size))
+        wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+        return torch.from_numpy(wave).unsqueeze(0)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.hubert.feature_extractor.conv_layers[0].conv.weight.dtype
+        hidden = self.hubert(input_values=input_values.to(dtype)).last_hidden_state
+        return hidden.mean(dim=1)[0]
+
+
+class ModalityEncoders(nn.Module):
+    """The four encoders; frozen in every training stage, as in the paper."""
+
+    def __init__(self, config: EmotionLlamaConfig):
+        super().__init__()
+        self.global_frame = GlobalFrameEncoder(config)
+        self.face = FaceEncoder(config)
+        self.temporal = FaceSequenceEncoder(config)
+        self.audio = SpeechEncoder(config)
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        return {
+            "global": self.global_frame.vit.config.hidden_size,
+            "face": self.face.mae.config.hidden_size,
+            "temporal": self.temporal.videomae.config.hidden_size,
+            "audio": self.audio.hubert.config.hidden_size,
+        }

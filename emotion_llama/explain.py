@@ -1,0 +1,112 @@
+"""Label probabilities, per-modality attention shares and the visual heatmap.
+
+Label probabilities
+    For each candidate label, the LLM's log-likelihood of answering exactly that label
+    (its tokens, then ``</s>``) after the ``[emotion]`` prompt, all labels in one batched
+    pass; a softmax over the set turns them into probabilities. The total (not the
+    per-token mean) log-likelihood is used: it is the probability of the whole answer,
+    and the closing ``</s>`` keeps a label from winning by being a prefix of another.
+
+Attention shares (``attention_shares``)
+    One extra forward pass over prompt + answer with eager attention. For every layer,
+    heads are averaged; queries are the answer tokens; keys are the prompt positions
+    except BOS. LLaMA parks a large, content-free share of attention on the first token
+    (the attention sink), so BOS is dropped and each query row renormalised over the
+    remaining prompt keys. Rows are then averaged over answer tokens and over *all*
+    layers, and summed per span. Shares therefore sum to 1 over the prompt spans.
+
+Visual heatmap (``visual_heatmap``)
+    The shares of the visual tokens laid on their grid: patches are raster-ordered on a
+    32 x 32 grid and regrouped 4 consecutive at a time, so visual token ``i`` covers
+    grid row ``i // 8`` and columns ``4 * (i % 8)`` to ``4 * (i % 8) + 3``: a 32 x 8 grid
+    of 1 x 4-patch cells (14 x 56 pixels at 448 px) in the official preset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Which modality each span kind belongs to, for the per-modality chart.
+MODALITY_OF_SPAN = {
+    "visual": "global frame",
+    "cls": "global frame",
+    "face": "face",
+    "temporal": "face sequence",
+    "audio": "audio",
+    "subtitle": "subtitle",
+    "instruction": "instruction",
+    "template": "template",
+    "history": "history",
+}
+NOT_KEYS = ("bos", "eos", "answer")
+
+
+def probabilities_from_scores(labels: tuple[str, ...], scores: torch.Tensor) -> dict[str, float]:
+    probs = torch.softmax(scores.double(), dim=0)
+    return {label: float(p) for label, p in zip(labels, probs)}
+
+
+def _per_key_weights(attentions: torch.Tensor, kinds: list[str]) -> tuple[list[int], np.ndarray]:
+    """Prompt key positions and their share of the answer's attention (sums to 1)."""
+    queries = [i for i, k in enumerate(kinds) if k == "answer"]
+    keys = [i for i, k in enumerate(kinds) if k not in NOT_KEYS]
+    if not queries or not keys:
+        raise ValueError("attention shares need answer tokens and prompt tokens")
+    rows = attentions[:, queries][:, :, keys].double()
+    rows = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    return keys, rows.mean(dim=(0, 1)).cpu().numpy()
+
+
+def attention_shares(attentions: torch.Tensor, kinds: list[str]) -> dict[str, float]:
+    """Share of the answer's attention landing on each span kind (sums to 1).
+
+    ``attentions``: (layers, length, length), heads already averaged; ``kinds``: the span
+    kind of every position.
+    """
+    keys, weights = _per_key_weights(attentions, kinds)
+    shares: dict[str, float] = {}
+    for position, weight in zip(keys, weights.tolist()):
+        shares[kinds[position]] = shares.get(kinds[position], 0.0) + weight
+    return shares
+
+
+def key_weights(attentions: torch.Tensor, kinds: list[str], kind: str) -> np.ndarray:
+    """Per-position shares (as in ``attention_shares``) of the positions of one span kind."""
+    keys, weights = _per_key_weights(attentions, kinds)
+    return np.array([w for position, w in zip(keys, weights) if kinds[position] == kind])
+
+
+def modality_shares(span_shares: dict[str, float]) -> dict[str, float]:
+    shares: dict[str, float] = {}
+    for kind, weight in span_shares.items():
+        modality = MODALITY_OF_SPAN.get(kind, kind)
+        shares[modality] = shares.get(modality, 0.0) + weight
+    return shares
+
+
+def visual_heatmap(token_weights: np.ndarray, grid: tuple[int, int], patch_size: int) -> np.ndarray:
+    """Visual-token weights -> (size, size) map at the encoder's input resolution.
+
+    ``grid`` is (rows, columns) of visual tokens; each token covers one patch row and
+    ``patch_grid / columns`` consecutive patches of it.
+    """
+    rows, cols = grid
+    if token_weights.size != rows * cols:
+        raise ValueError(f"expected {rows * cols} visual-token weights, got {token_weights.size}")
+    group = rows // cols  # patches per token along a row (the patch grid is square)
+    cells = token_weights.reshape(rows, cols)
+    return np.kron(cells, np.ones((patch_size, patch_size * group)))
+
+
+def heatmap_on_frame(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Overlay a heatmap (any size) on an RGB frame; the map is stretched back to the
+    frame's size, undoing the encoder's square resize."""
+    import cv2
+
+    height, width = frame.shape[:2]
+    scaled = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    span = float(scaled.max() - scaled.min())
+    norm = (scaled - scaled.min()) / span if span > 0 else np.zeros_like(scaled)
+    colored = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
+    return (frame.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha).astype(np.uint8)
