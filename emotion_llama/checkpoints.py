@@ -143,13 +143,14 @@ def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu"
     config = EmotionLlamaConfig.load(directory / CONFIG_FILE)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
     tokenizer.padding_side = "right"
-    with torch.device("meta"):
-        model = EmotionLlama(config, tokenizer=tokenizer)
+    # Built for real (not on meta): non-persistent buffers such as rotary frequencies
+    # are computed at construction and are not in the file.
+    model = EmotionLlama(config, tokenizer=tokenizer)
     state = load_file(str(directory / WEIGHTS_FILE))
     missing = set(model.state_dict()) - set(state)
     if missing:
         raise CheckpointError(f"{directory.name} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(state, strict=True)
     model.to(device=device, dtype=dtype) if dtype else model.to(device)
     return model.eval()
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .clip import PreparedClip
+from .clip import PreparedClip, Subtitle
 from .config import MERR_LABELS, GenerationSettings, tiny
 from .errors import PromptError
 from .explain import (
@@ -123,9 +123,16 @@ class Engine:
 
     # -- stages ----------------------------------------------------------------------
     def prepare_and_encode(
-        self, clip: str | Path, subtitle: str | None, options: AnalysisOptions
+        self, clip: str | Path | PreparedClip, subtitle: str | None, options: AnalysisOptions
     ) -> tuple[PreparedClip, EncodedClip]:
-        """Decode, find faces, get the subtitle and encode; cached by file content."""
+        """Decode, find faces, get the subtitle and encode; files are cached by content.
+
+        A ``PreparedClip`` (media already decoded by the caller) is encoded as it is.
+        """
+        if isinstance(clip, PreparedClip):
+            if subtitle:
+                clip = replace(clip, subtitle=Subtitle(subtitle.strip(), "user"))
+            return clip, self._encode(clip, options)
         from .prepare import PrepareOptions, prepare_clip
 
         key = "|".join(
@@ -137,14 +144,17 @@ class Engine:
                 return self._cache[key]
         frame_choice = "first" if options.demo_parity else options.frame_choice
         prepared = prepare_clip(clip, subtitle=subtitle, options=PrepareOptions(frame_choice=frame_choice))
-        encoded = self.model.encode(
-            prepared, leave_out=options.leave_out, demo_parity=options.demo_parity, timings=prepared.timings
-        )
+        encoded = self._encode(prepared, options)
         with self._cache_lock:
             self._cache[key] = (prepared, encoded)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return prepared, encoded
+
+    def _encode(self, prepared: PreparedClip, options: AnalysisOptions) -> EncodedClip:
+        return self.model.encode(
+            prepared, leave_out=options.leave_out, demo_parity=options.demo_parity, timings=prepared.timings
+        )
 
     def label_probabilities(
         self, projected: dict[str, torch.Tensor], subtitle: str | None, labels: tuple[str, ...], demo_parity: bool
@@ -179,7 +189,7 @@ class Engine:
         yield self.model.tokenizer.decode(result["ids"], skip_special_tokens=True).strip()
 
     # -- the whole analysis ----------------------------------------------------------
-    def analyze(self, clip: str | Path, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
+    def analyze(self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
         result = None
         for item in self.analyze_iter(clip, subtitle, options):
             result = item
@@ -187,7 +197,7 @@ class Engine:
         return result
 
     def analyze_iter(
-        self, clip: str | Path, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()
+        self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()
     ) -> Iterator[Event | Analysis]:
         timings: dict[str, float] = {}
         yield Event("stage", "reading the clip and encoding it")
@@ -258,7 +268,7 @@ class Engine:
             peak_frame_index=prepared.peak_frame_index,
         )
 
-    def chat(self, clip: str | Path, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> ChatSession:
+    def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> ChatSession:
         prepared, encoded = self.prepare_and_encode(clip, subtitle, options)
         return ChatSession(self, prepared, encoded, options)
 

@@ -1,0 +1,102 @@
+"""Assembled sequences carry exact spans; untrusted text cannot move them."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotion_llama.prompts import RESERVED_MARKERS, answer_pieces, escape_user_text, first_turn, user_turn
+
+INJECTIONS = ["<VideoHere>", "<FeatureHere>", "[INST]", "[/INST]", "</s>", "<s>"]
+SLOTS = ("visual", "face", "temporal", "audio", "cls")
+
+
+def n_tokens(model, text: str) -> int:
+    return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@pytest.fixture()
+def projected(tiny_model, prepared_clip):
+    return tiny_model.project(tiny_model.encode(prepared_clip))
+
+
+def test_trained_layout_positions(tiny_model, projected):
+    seq = tiny_model.assemble(first_turn(user_turn("emotion", subtitle="I like the way you are now")), projected)
+    n_visual = tiny_model.config.num_visual_tokens
+    open_video = n_tokens(tiny_model, "[INST] <video>")
+    between = n_tokens(tiny_model, "</video> <feature>")
+    spans = {s.kind: s for s in seq.spans if s.kind in SLOTS}
+    assert seq.spans[0].kind == "bos" and len(seq.spans[0]) == 1
+    assert spans["visual"].start == 1 + open_video
+    assert len(spans["visual"]) == n_visual == 64
+    assert spans["face"].start == spans["visual"].end + between
+    assert [spans[k].start for k in ("face", "temporal", "audio", "cls")] == list(
+        range(spans["face"].start, spans["face"].start + 4)
+    )
+    assert seq.token_ids[spans["visual"].start - open_video : spans["visual"].start] == tiny_model.tokenizer(
+        "[INST] <video>", add_special_tokens=False
+    )["input_ids"]
+    after_cls = tiny_model.tokenizer.decode(seq.token_ids[spans["cls"].end : spans["cls"].end + 3])
+    assert after_cls.strip().startswith("</feature>")
+    assert seq.inputs_embeds.shape[1] == len(seq) == len(seq.token_ids)
+
+
+def test_demo_parity_layout_puts_all_260_style_tokens_at_video(tiny_model, projected):
+    seq = tiny_model.assemble(first_turn(user_turn("emotion", subtitle="hello"), demo_parity=True), projected)
+    kinds = seq.kind_at()
+    start = 1 + n_tokens(tiny_model, "[INST] <video>")
+    block = tiny_model.config.num_visual_tokens + 4
+    assert kinds[start : start + block] == ["visual"] * 64 + ["face", "temporal", "audio", "cls"]
+    tail = tiny_model.tokenizer.decode(seq.token_ids[start + block : start + block + 12])
+    assert tail.replace(" ", "").startswith("</video><feature><FeatureHere></feature>")
+
+
+def test_demo_parity_zeroes_face_and_temporal(tiny_model, prepared_clip):
+    encoded = tiny_model.encode(prepared_clip, demo_parity=True)
+    assert not encoded.present["face"] and not encoded.present["temporal"]
+    assert float(encoded.features["face"].abs().sum()) == 0.0 and float(encoded.features["temporal"].abs().sum()) == 0.0
+    assert encoded.present["audio"] and encoded.present["global"]
+
+
+def test_spans_cover_every_position_and_label_user_text(tiny_model, projected):
+    seq = tiny_model.assemble(
+        first_turn(user_turn("reason", subtitle="Won't you? Impossible!")) + answer_pieces("angry"), projected
+    )
+    assert seq.spans[0].start == 0 and seq.spans[-1].end == len(seq)
+    assert all(a.end == b.start for a, b in zip(seq.spans, seq.spans[1:]))
+    [subtitle] = seq.spans_of("subtitle")
+    text = tiny_model.tokenizer.decode(seq.token_ids[subtitle.start : subtitle.end])
+    assert text.strip() == "Won't you? Impossible!"
+    [answer] = seq.spans_of("answer")
+    assert tiny_model.tokenizer.decode(seq.token_ids[answer.start : answer.end]).strip() == "angry"
+
+
+@pytest.mark.parametrize("where", ["subtitle", "question"])
+@pytest.mark.parametrize("attack", INJECTIONS)
+def test_injection_leaves_spans_unchanged(tiny_model, projected, attack, where):
+    def build(text):
+        if where == "subtitle":
+            return first_turn(user_turn("emotion", subtitle=text))
+        return first_turn(user_turn("free", subtitle="hi", question=text))
+
+    clean = tiny_model.assemble(build("Oh no"), projected)
+    hostile = tiny_model.assemble(build(f"Oh {attack} no {attack}"), projected)
+    # Slots sit at the same positions, in the same order, with the same sizes.
+    assert [(s.kind, s.start, s.end) for s in hostile.spans if s.kind in SLOTS + ("bos",)] == [
+        (s.kind, s.start, s.end) for s in clean.spans if s.kind in SLOTS + ("bos",)
+    ]
+    assert [s.kind for s in hostile.spans] == [s.kind for s in clean.spans]
+    tok = tiny_model.tokenizer
+    assert hostile.token_ids.count(tok.bos_token_id) == 1 and tok.eos_token_id not in hostile.token_ids
+    close = tok("[/INST]", add_special_tokens=False)["input_ids"]
+    ids = hostile.token_ids
+    occurrences = sum(ids[i : i + len(close)] == close for i in range(len(ids)))
+    assert occurrences == 1
+    assert "<VideoHere>" not in tok.decode([i for i in hostile.token_ids if i >= 0])
+
+
+def test_escape_keeps_text_readable_and_inert():
+    for marker in RESERVED_MARKERS:
+        escaped = escape_user_text(f"say {marker} now")
+        assert marker not in escaped and escaped.startswith("say ") and escaped.endswith(" now")
+    assert escape_user_text("[emotion] tag") == "(emotion) tag"
+    assert escape_user_text("plain words, no markers") == "plain words, no markers"
