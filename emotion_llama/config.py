@@ -54,6 +54,7 @@ class GenerationSettings:
     top_p: float = 0.9
     repetition_penalty: float = 1.05
     max_new_tokens: int = 500
+    min_new_tokens: int = 0  # benchmarks set it so a random model cannot stop at once
     max_context_tokens: int = 2000
     seed: int | None = 0
 

@@ -269,6 +269,7 @@ class EmotionLlama(nn.Module):
             raise ValueError("prompt is longer than the context cap")
         kwargs = dict(
             max_new_tokens=budget,
+            min_new_tokens=min(settings.min_new_tokens, budget),
             do_sample=settings.do_sample,
             repetition_penalty=settings.repetition_penalty,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -301,15 +302,17 @@ class EmotionLlama(nn.Module):
         for row, seq in enumerate(sequences):
             batch[row, : len(seq)] = seq.inputs_embeds[0]
             mask[row, : len(seq)] = 1
+        positions = [[i for i, k in enumerate(s.kind_at()) if k in ("answer", "eos") and i > 0] for s in sequences]
+        base = self.llama_model.get_base_model()
         with self.lock:
-            logits = self.llama_model(inputs_embeds=batch, attention_mask=mask).logits.float()
-        log_probs = torch.log_softmax(logits, dim=-1)
+            hidden = base.model(inputs_embeds=batch, attention_mask=mask).last_hidden_state
         scores = []
-        for row, seq in enumerate(sequences):
-            positions = [i for i, k in enumerate(seq.kind_at()) if k in ("answer", "eos") and i > 0]
-            targets = torch.tensor([seq.token_ids[i] for i in positions], device=self.device)
-            previous = torch.tensor([i - 1 for i in positions], device=self.device)
-            scores.append(log_probs[row, previous, targets].sum())
+        for row, (seq, targets_at) in enumerate(zip(sequences, positions)):
+            # Only the rows that predict answer tokens go through the vocabulary projection.
+            previous = torch.tensor([i - 1 for i in targets_at], device=self.device)
+            log_probs = torch.log_softmax(base.lm_head(hidden[row, previous]).float(), dim=-1)
+            targets = torch.tensor([seq.token_ids[i] for i in targets_at], device=self.device)
+            scores.append(log_probs.gather(1, targets[:, None]).sum())
         return torch.stack(scores)
 
     @torch.no_grad()
