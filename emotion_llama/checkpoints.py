@@ -266,7 +266,8 @@ def load_official(
 
     def fetch(cls, source: str, **kwargs):
         try:
-            return cls.from_pretrained(source, token=token, dtype=dtype, **kwargs)
+            # Straight onto the target device: a 7B model never passes through host memory twice.
+            return cls.from_pretrained(source, token=token, dtype=dtype, device_map=str(device), **kwargs)
         except Exception as error:  # noqa: BLE001 - gated, offline, missing: one clear message
             raise _hub_error(source, error) from error
 
@@ -274,26 +275,22 @@ def load_official(
         tokenizer = load_llama_tokenizer(sources.llm, token=token)
     except Exception as error:  # noqa: BLE001
         raise _hub_error(sources.llm, error) from error
-    with torch.device("meta"):
-        model = EmotionLlama(config, tokenizer=tokenizer)
-    parts = {
-        "encoders.face.mae.": fetch(ViTMAEModel, sources.face, mask_ratio=0.0),
-        "encoders.temporal.videomae.": fetch(VideoMAEModel, sources.temporal),
-        "encoders.audio.hubert.": fetch(HubertModel, sources.audio),
-        "llama_model.base_model.model.": fetch(LlamaForCausalLM, sources.llm),
+    pretrained = {
+        "face": fetch(ViTMAEModel, sources.face, mask_ratio=0.0),
+        "temporal": fetch(VideoMAEModel, sources.temporal),
+        "audio": fetch(HubertModel, sources.audio),
+        "llm": fetch(LlamaForCausalLM, sources.llm),
     }
-    state: dict[str, torch.Tensor] = {}
-    for prefix, module in parts.items():
-        for key, tensor in module.state_dict().items():
-            # peft wraps q_proj / v_proj: their frozen weights live under ``base_layer``.
-            key = re.sub(r"(self_attn\.[qv]_proj)\.(weight|bias)$", r"\1.base_layer.\2", key) if prefix.startswith("llama") else key
-            state[prefix + key] = tensor
-    model.load_state_dict(state, strict=False, assign=True)
+    # What no source provides yet (EVA, adapters, LoRA) starts on the meta device and is
+    # assigned below; nothing random of the official size is ever allocated.
+    with torch.device("meta"):
+        model = EmotionLlama(config, tokenizer=tokenizer, pretrained=pretrained)
     load_global_vision(model, sources.global_vision, token=token)
     model.encoders.global_frame.vit.to(dtype)  # the reference runs the ViT in fp16 too
     ln = model.encoders.global_frame.ln_vision  # fresh and frozen in MiniGPT-v2: unit weight, zero bias
     ln.weight = torch.nn.Parameter(torch.ones(ln.normalized_shape), requires_grad=False)
     ln.bias = torch.nn.Parameter(torch.zeros(ln.normalized_shape), requires_grad=False)
+    model.encoders.requires_grad_(False)
     if sources.checkpoint:
         load_reference_checkpoint(model, sources.checkpoint)
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]

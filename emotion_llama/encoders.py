@@ -68,10 +68,10 @@ class GlobalFrameEncoder(nn.Module):
 class FaceEncoder(nn.Module):
     """MAE ViT on face crops; utterance-level feature = mean over patches, then frames."""
 
-    def __init__(self, config: EmotionLlamaConfig):
+    def __init__(self, config: EmotionLlamaConfig, mae: ViTMAEModel | None = None):
         super().__init__()
         self.image_size = config.face["image_size"]
-        self.mae = ViTMAEModel(config.face_config())
+        self.mae = mae or ViTMAEModel(config.face_config())
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         return _to_pixels(crops, self.image_size, IMAGENET_MEAN, IMAGENET_STD)
@@ -89,11 +89,11 @@ class FaceEncoder(nn.Module):
 class FaceSequenceEncoder(nn.Module):
     """VideoMAE on the face-crop sequence; feature = mean over all space-time tokens."""
 
-    def __init__(self, config: EmotionLlamaConfig):
+    def __init__(self, config: EmotionLlamaConfig, videomae: VideoMAEModel | None = None):
         super().__init__()
         self.image_size = config.temporal["image_size"]
         self.num_frames = config.temporal["num_frames"]
-        self.videomae = VideoMAEModel(config.temporal_config())
+        self.videomae = videomae or VideoMAEModel(config.temporal_config())
 
     def preprocess(self, sequence: np.ndarray) -> torch.Tensor:
         """(T, H, W, 3) -> (1, num_frames, 3, size, size); T is resampled to num_frames."""
@@ -113,9 +113,9 @@ class SpeechEncoder(nn.Module):
     # Shortest waveform the convolutional front end accepts is 400 samples (25 ms).
     MIN_SAMPLES = 400
 
-    def __init__(self, config: EmotionLlamaConfig):
+    def __init__(self, config: EmotionLlamaConfig, hubert: HubertModel | None = None):
         super().__init__()
-        self.hubert = HubertModel(config.audio_config())
+        self.hubert = hubert or HubertModel(config.audio_config())
 
     def preprocess(self, waveform: np.ndarray) -> torch.Tensor:
         """Zero mean, unit variance, as the HuBERT-large feature extractor does."""
@@ -132,14 +132,19 @@ class SpeechEncoder(nn.Module):
 
 
 class ModalityEncoders(nn.Module):
-    """The four encoders; frozen in every training stage, as in the paper."""
+    """The four encoders; frozen in every training stage, as in the paper.
 
-    def __init__(self, config: EmotionLlamaConfig):
+    ``pretrained`` may hold already-loaded transformers models under the keys ``face``,
+    ``temporal`` and ``audio``; the others are built from the config.
+    """
+
+    def __init__(self, config: EmotionLlamaConfig, pretrained: dict[str, nn.Module] | None = None):
         super().__init__()
+        pretrained = pretrained or {}
         self.global_frame = GlobalFrameEncoder(config)
-        self.face = FaceEncoder(config)
-        self.temporal = FaceSequenceEncoder(config)
-        self.audio = SpeechEncoder(config)
+        self.face = FaceEncoder(config, pretrained.get("face"))
+        self.temporal = FaceSequenceEncoder(config, pretrained.get("temporal"))
+        self.audio = SpeechEncoder(config, pretrained.get("audio"))
 
     @property
     def feature_dims(self) -> dict[str, int]:

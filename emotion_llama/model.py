@@ -76,11 +76,15 @@ class AssembledSequence:
 
 
 class EmotionLlama(nn.Module):
-    def __init__(self, config: EmotionLlamaConfig, tokenizer=None):
+    """``pretrained``: already-loaded transformers models to use instead of fresh ones,
+    under ``llm``, ``face``, ``temporal`` and ``audio`` (how the official weights arrive)."""
+
+    def __init__(self, config: EmotionLlamaConfig, tokenizer=None, pretrained: dict[str, nn.Module] | None = None):
         super().__init__()
+        pretrained = pretrained or {}
         self.config = config
         self.tokenizer = tokenizer
-        self.encoders = ModalityEncoders(config)
+        self.encoders = ModalityEncoders(config, pretrained)
         dims = self.encoders.feature_dims
         hidden = config.llm_hidden
         self.llama_proj = nn.Linear(dims["global"] * config.visual_group, hidden)
@@ -88,7 +92,7 @@ class EmotionLlama(nn.Module):
         self.feats_llama_proj1 = nn.Linear(dims["face"], hidden)
         self.feats_llama_proj2 = nn.Linear(dims["temporal"], hidden)
         self.feats_llama_proj3 = nn.Linear(dims["audio"], hidden)
-        self.llama_model = self._with_lora(LlamaForCausalLM(config.llm_config()))
+        self.llama_model = self._with_lora(pretrained.get("llm") or LlamaForCausalLM(config.llm_config()))
         self.encoders.requires_grad_(False)
         # Generation and the eager-attention pass must not interleave on one model.
         self.lock = threading.RLock()

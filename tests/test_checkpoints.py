@@ -170,3 +170,65 @@ def test_interpolation_is_identity_at_the_trained_size():
     pos = torch.randn(1, 257, 8)
     assert torch.equal(interpolate_position_embedding(pos, 16), pos)
     assert interpolate_position_embedding(pos, 32).shape == (1, 1025, 8)
+
+
+def test_official_loader_assembles_every_part_from_local_folders(tiny_model, tmp_path, monkeypatch):
+    """The real loading path (``load_official``), fed tiny local folders instead of the Hub."""
+    from transformers import HubertModel, LlamaForCausalLM, VideoMAEModel, ViTMAEModel
+
+    from emotion_llama.checkpoints import load_official
+    from emotion_llama.config import WeightSources
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = tiny(vocab_size=len(tiny_model.tokenizer))
+    torch.manual_seed(11)
+    folders = {}
+    for name, cls, sub in [("llm", LlamaForCausalLM, cfg.llm_config()), ("face", ViTMAEModel, cfg.face_config()),
+                           ("temporal", VideoMAEModel, cfg.temporal_config()), ("audio", HubertModel, cfg.audio_config())]:
+        folders[name] = tmp_path / name
+        cls(sub).save_pretrained(folders[name])
+    tiny_model.tokenizer.save_pretrained(folders["llm"])
+    torch.save(lavis_eva_state(Blip2VisionModel(cfg.global_vision_config())), tmp_path / "eva_vit_g.pth")
+    reference = reference_state(fresh_tiny(tiny_model.tokenizer))
+    torch.save({"model": reference}, tmp_path / "Emoation_LLaMA.pth")
+    sources = WeightSources(llm=str(folders["llm"]), global_vision=str(tmp_path / "eva_vit_g.pth"),
+                            face=str(folders["face"]), temporal=str(folders["temporal"]), audio=str(folders["audio"]),
+                            checkpoint=str(tmp_path / "Emoation_LLaMA.pth"))
+
+    model = load_official(device="cpu", dtype=torch.float32, config=replace(cfg, sources=sources))
+    assert not any(p.is_meta for p in model.parameters())
+    saved_llm = LlamaForCausalLM.from_pretrained(folders["llm"])
+    q_key = "model.layers.0.self_attn.q_proj.weight"
+    ours = model.llama_model.get_base_model().state_dict()["model.layers.0.self_attn.q_proj.base_layer.weight"]
+    assert torch.equal(ours, saved_llm.state_dict()[q_key])
+    assert torch.equal(model.llama_proj.weight, reference["llama_proj.weight"])
+    ln = model.encoders.global_frame.ln_vision
+    assert torch.equal(ln.weight, torch.ones_like(ln.weight)) and torch.equal(ln.bias, torch.zeros_like(ln.bias))
+    assert model.tokenizer.pad_token == "$$"
+    with torch.no_grad():
+        seq = model.assemble(first_turn(user_turn("emotion", subtitle="hi")), model.project(model.encode(_clip())))
+        assert torch.isfinite(model.llama_model(inputs_embeds=seq.inputs_embeds).logits).all()
+
+
+def _clip():
+    import numpy as np
+
+    from emotion_llama.clip import PreparedClip
+
+    rng = np.random.default_rng(0)
+    return PreparedClip(global_frame=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), global_frame_time=0.0,
+                        face_crops=rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
+                        face_sequence=rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8),
+                        audio=rng.standard_normal(8000).astype(np.float32))
+
+
+def test_unreachable_source_gives_an_actionable_message(tmp_path, monkeypatch):
+    from emotion_llama.checkpoints import load_official
+    from emotion_llama.config import WeightSources
+    from emotion_llama.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = replace(tiny(), sources=WeightSources(llm="meta-llama/Llama-2-7b-chat-hf"))
+    with pytest.raises(WeightsUnavailableError, match="meta-llama/Llama-2-7b-chat-hf") as info:
+        load_official(device="cpu", dtype=torch.float32, config=cfg)
+    assert "environment variable" in str(info.value) or "HF_TOKEN" in str(info.value)
