@@ -82,6 +82,50 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .features import FeatureStore, launcher_rank, list_videos, process_share
+    from .pipeline import AnalysisOptions, load_engine
+
+    import torch
+
+    rank, world = launcher_rank()
+    videos = process_share(list_videos(args.video_dir), rank, world)
+    store = FeatureStore(args.out)
+    failed_before = set() if args.retry_failed else store.failed_names()
+    todo = [video for video in videos if not store.has(video.stem) and video.name not in failed_before]
+    skipped_failed = sum(video.name in failed_before for video in videos)
+    if not todo:
+        print(f"[{rank}/{world}] nothing to do: {len(videos) - skipped_failed} clips already extracted, "
+              f"{skipped_failed} failed before (--retry-failed tries them again)")
+        return 0
+    # A fixed thread count per process makes the files bit-identical however many
+    # processes share the work (CPU kernels round differently with more threads).
+    torch.set_num_threads(args.threads)
+    engine = load_engine(args.weights, device=args.device)
+    options = AnalysisOptions(frame_choice=args.frame)
+    log_path = Path(args.out) / ("failed.log" if world == 1 else f"failed.rank{rank}.log")
+    done = failed = 0
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        for video in tqdm(todo, desc=f"extract {rank + 1}/{world}", unit="clip", position=rank):
+            try:
+                prepared, encoded = engine.prepare_and_encode(video, None, options)
+                store.write(video.stem, encoded, prepared)
+                done += 1
+            except EmotionLlamaError as error:
+                log.write(f"{video.name}\t{error}\n")
+                log.flush()
+                failed += 1
+    skipped = len(videos) - len(todo) - skipped_failed
+    print(f"[{rank}/{world}] {done} extracted, {skipped} already there, {failed} failed"
+          + (f" (see {log_path.name})" if failed else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emotion_llama", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--seed", type=int, default=0)
     analyze.add_argument("--json", action="store_true")
     analyze.set_defaults(run=cmd_analyze)
+
+    extract = commands.add_parser(
+        "extract",
+        help="encode a folder of videos into the reference feature layout (resumable; "
+        "split across processes with torchrun or accelerate launch)",
+    )
+    extract.add_argument("video_dir")
+    extract.add_argument("--out", required=True, help="feature folder (mae_340_UTT/, maeV_399_UTT/, HL-UTT/, ...)")
+    extract.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
+    extract.add_argument("--device", default=None)
+    extract.add_argument("--frame", choices=("peak", "middle", "first"), default="peak")
+    extract.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1)")
+    extract.add_argument("--retry-failed", action="store_true", help="try clips that failed before again")
+    extract.set_defaults(run=cmd_extract)
     return parser
 
 

@@ -323,10 +323,15 @@ def _as_history(pieces: list[Piece]) -> list[Piece]:
 
 
 def _file_digest(path: str | Path) -> str:
+    from .errors import UnreadableFileError
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        raise UnreadableFileError(f"cannot open {Path(path).name}: {error.strerror.lower()}") from error
     return digest.hexdigest()
 
 

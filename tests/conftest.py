@@ -39,3 +39,11 @@ def shared_clips() -> list[Path]:
     if not SHARED_CLIPS.is_dir():
         pytest.skip("../shared/clips is absent (it is not part of the repository)")
     return sorted(SHARED_CLIPS.glob("*.mp4"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_model, tmp_path_factory) -> Path:
+    """The random tiny model saved in our format, for commands that take --weights."""
+    from emotion_llama.checkpoints import save_pretrained
+
+    return save_pretrained(tiny_model, tmp_path_factory.mktemp("weights") / "tiny")
