@@ -126,6 +126,35 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, run
+
+    report = run(TrainConfig.load(args.config))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate import evaluate, load_split, markdown
+    from .pipeline import load_engine
+
+    annotations, root = load_split(args.data, args.split)
+    annotations = annotations[: args.limit] if args.limit else annotations
+    engine = load_engine(args.weights, device=args.device)
+    feature_dir = Path(args.features) if args.features else root / "features" / engine.info["weights"].split()[0]
+    report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning)
+    report["engine"] = engine.info
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(markdown(report))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emotion_llama", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1)")
     extract.add_argument("--retry-failed", action="store_true", help="try clips that failed before again")
     extract.set_defaults(run=cmd_extract)
+
+    train = commands.add_parser("train", help="run the training recipe described by a JSON config")
+    train.add_argument("config")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="label metrics, modality ablation and reasoning scores")
+    evaluate.add_argument("--data", required=True, help="annotation folder or file (MERR / MER2023 formats)")
+    evaluate.add_argument("--split", default="test", help="which split to use (default: test; '' for all)")
+    evaluate.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
+    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--features", help="where encoded clips are kept (default: DATA/features/...)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    evaluate.add_argument("--ablate", action="store_true", help="each modality alone and all but one")
+    evaluate.add_argument("--no-reasoning", action="store_true", help="skip generating reasoning")
+    evaluate.add_argument("--markdown", help="also write the Markdown table to this file")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    from .data.synth import add_synth_arguments, run_synth
+
+    synth = commands.add_parser("synth", help="generate the synthetic audio-visual emotion corpus")
+    add_synth_arguments(synth)
+    synth.set_defaults(run=run_synth)
     return parser
 
 

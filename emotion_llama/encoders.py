@@ -25,15 +25,19 @@ from transformers import Blip2VisionModel, HubertModel, VideoMAEModel, ViTMAEMod
 from .config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EmotionLlamaConfig
 
 
-def _to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float, bicubic resize as the reference."""
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) or (H, W, 3) uint8 RGB -> (N, size, size, 3) uint8, bicubic as the reference."""
     if images.ndim == 3:
         images = images[None]
-    resized = [
+    return np.stack([
         np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BICUBIC))
         for img in images
-    ]
-    pixels = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)
+    ])
+
+
+def _to_pixels(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float, normalised."""
+    pixels = torch.from_numpy(resize_images(images, size)).permute(0, 3, 1, 2).float().div_(255.0)
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
     return (pixels - mean_t) / std_t
@@ -77,13 +81,18 @@ class FaceEncoder(nn.Module):
         return _to_pixels(crops, self.image_size, IMAGENET_MEAN, IMAGENET_STD)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(frames, 3, H, W) -> one utterance-level vector."""
+        return self.frame_features(pixel_values).mean(dim=0)
+
+    def frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(frames, 3, H, W) -> (frames, width): each crop's mean patch token."""
         batch = pixel_values.shape[0]
         num_patches = self.mae.embeddings.patch_embeddings.num_patches
         # Ascending noise keeps every patch in its own order: no random shuffle at inference.
         noise = torch.arange(num_patches, dtype=torch.float32, device=pixel_values.device).expand(batch, -1)
         dtype = self.mae.embeddings.patch_embeddings.projection.weight.dtype
         hidden = self.mae(pixel_values=pixel_values.to(dtype), noise=noise).last_hidden_state
-        return hidden[:, 1:].mean(dim=1).mean(dim=0)
+        return hidden[:, 1:].mean(dim=1)
 
 
 class FaceSequenceEncoder(nn.Module):
@@ -102,9 +111,10 @@ class FaceSequenceEncoder(nn.Module):
         return pixels.unsqueeze(0)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(clips, frames, 3, H, W) -> (clips, width)."""
         dtype = self.videomae.embeddings.patch_embeddings.projection.weight.dtype
         hidden = self.videomae(pixel_values=pixel_values.to(dtype)).last_hidden_state
-        return hidden.mean(dim=1)[0]
+        return hidden.mean(dim=1)
 
 
 class SpeechEncoder(nn.Module):
@@ -126,9 +136,10 @@ class SpeechEncoder(nn.Module):
         return torch.from_numpy(wave).unsqueeze(0)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        """(clips, samples) -> (clips, width)."""
         dtype = self.hubert.feature_extractor.conv_layers[0].conv.weight.dtype
         hidden = self.hubert(input_values=input_values.to(dtype)).last_hidden_state
-        return hidden.mean(dim=1)[0]
+        return hidden.mean(dim=1)
 
 
 class ModalityEncoders(nn.Module):

@@ -172,15 +172,16 @@ class EmotionLlama(nn.Module):
         run(
             "temporal",
             len(clip.face_sequence) > 0,
-            lambda: enc.temporal(enc.temporal.preprocess(clip.face_sequence).to(device)),
+            lambda: enc.temporal(enc.temporal.preprocess(clip.face_sequence).to(device))[0],
         )
-        run("audio", clip.has_audio, lambda: enc.audio(enc.audio.preprocess(clip.audio).to(device)))
+        run("audio", clip.has_audio, lambda: enc.audio(enc.audio.preprocess(clip.audio).to(device))[0])
         if features["global"] is None:
             features["global"] = torch.zeros(1 + self.config.patch_grid**2, dims["global"], device=device)
         for name in FEATURE_MODALITIES:
             if features[name] is None:
                 features[name] = torch.zeros(dims[name], device=device)
         return EncodedClip(features=features, present=present, filled=filled)
+
 
     # -- 2. project ------------------------------------------------------------------
     def project(self, encoded: EncodedClip) -> dict[str, torch.Tensor]:
@@ -374,3 +375,11 @@ def _eager_attention(peft_model):
         yield
     finally:
         base.set_attn_implementation(previous)
+
+
+def without(encoded: EncodedClip, modalities: tuple[str, ...]) -> EncodedClip:
+    """The same clip with some modalities left out: zeros, as ``encode`` fills them."""
+    features = {m: torch.zeros_like(f) if m in modalities else f for m, f in encoded.features.items()}
+    present = {m: p and m not in modalities for m, p in encoded.present.items()}
+    filled = {**encoded.filled, **{m: "left out: zeros" for m in modalities if m in features}}
+    return EncodedClip(features=features, present=present, filled=filled)

@@ -1,0 +1,172 @@
+"""Evaluation on an annotated dataset: label metrics, the modality ablation, reasoning.
+
+``python -m emotion_llama evaluate --data DIR [--ablate] [--json]``
+
+- Labels: weighted F1 (MER2023's headline metric), accuracy, UAR (mean per-class
+  recall, DFEW's), WAR (recall weighted by class size = accuracy), the confusion matrix,
+  and accuracy on the clips whose words disagree with face and voice (``conflict``).
+- ``--ablate``: the same label metrics with each modality alone and with all but one
+  (the paper's modality table). A left-out modality is zeros at the encoder output, as
+  for a missing one; a left-out subtitle is not in the prompt.
+- Reasoning (when the annotations carry clues): the share of the true clues that the
+  generated reasoning mentions, and how often the label it argues for (the last label
+  it names) agrees with the label answer.
+
+Clips are encoded once and kept in a feature folder, so ablations cost only LLM passes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from tqdm import tqdm
+
+from .config import MERR_LABELS, GenerationSettings
+from .data.merr import Annotation, clue_vocabulary, find_clues, load_annotations, normalise_label
+from .errors import EmotionLlamaError
+from .features import FeatureStore
+from .model import without
+from .pipeline import AnalysisOptions, Engine
+from .prompts import first_turn, user_turn
+
+MODALITIES = ("global", "face", "temporal", "audio", "subtitle")
+REASON_SETTINGS = GenerationSettings(do_sample=False, max_new_tokens=200)
+
+
+@dataclass
+class ClipResult:
+    name: str
+    truth: str
+    probabilities: dict[str, dict[str, float]]  # variant -> label -> probability
+
+
+def label_metrics(truth: list[str], predicted: list[str], labels: tuple[str, ...]) -> dict:
+    present = [label for label in labels if label in truth or label in predicted]
+    return {
+        "weighted_f1": round(float(f1_score(truth, predicted, labels=present, average="weighted", zero_division=0)), 4),
+        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
+        "uar": round(float(recall_score(truth, predicted, labels=[l for l in labels if l in truth],
+                                        average="macro", zero_division=0)), 4),
+        "war": round(float(recall_score(truth, predicted, labels=[l for l in labels if l in truth],
+                                        average="weighted", zero_division=0)), 4),
+        "n": len(truth),
+    }
+
+
+def ablation_variants() -> dict[str, tuple[str, ...]]:
+    """Variant name -> modalities left out."""
+    variants = {"all": ()}
+    for modality in MODALITIES:
+        variants[f"only {modality}"] = tuple(m for m in MODALITIES if m != modality)
+    for modality in MODALITIES:
+        variants[f"all but {modality}"] = (modality,)
+    return variants
+
+
+def argued_label(text: str, labels: tuple[str, ...]) -> str | None:
+    """The label a reasoning text argues for: the last candidate label it names."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(l) for l in sorted(labels, key=len, reverse=True)) + r")\b", re.I)
+    found = pattern.findall(text)
+    return normalise_label(found[-1]) if found else None
+
+
+def evaluate(
+    engine: Engine,
+    annotations: list[Annotation],
+    corpus_root: Path,
+    feature_dir: Path,
+    *,
+    labels: tuple[str, ...] = MERR_LABELS,
+    ablate: bool = False,
+    reasoning: bool = True,
+) -> dict:
+    store = FeatureStore(feature_dir)
+    model = engine.model
+    variants = ablation_variants() if ablate else {"all": ()}
+    results: list[ClipResult] = []
+    clue_recall: list[float] = []
+    agreement: list[bool] = []
+    skipped: list[str] = []
+    for ann in tqdm(annotations, desc="evaluate", unit="clip"):
+        if ann.label not in labels:
+            skipped.append(ann.name)
+            continue
+        if not store.has(ann.name):
+            video = ann.video_path(corpus_root)
+            try:
+                prepared, encoded = engine.prepare_and_encode(video, ann.subtitle, AnalysisOptions())
+            except (EmotionLlamaError, TypeError):
+                skipped.append(ann.name)
+                continue
+            store.write(ann.name, encoded, prepared)
+        stored = store.read(ann.name)
+        per_variant = {}
+        for variant, left_out in variants.items():
+            projected = model.project(without(stored.encoded, tuple(m for m in left_out if m != "subtitle")))
+            subtitle = None if "subtitle" in left_out else stored.subtitle
+            per_variant[variant] = engine.label_probabilities(projected, subtitle, labels, demo_parity=False)
+        results.append(ClipResult(ann.name, ann.label, per_variant))
+        if reasoning and ann.clues:
+            projected = model.project(stored.encoded)
+            sequence = model.assemble(first_turn(user_turn("reason", subtitle=stored.subtitle)), projected)
+            text = model.tokenizer.decode(model.generate(sequence, REASON_SETTINGS), skip_special_tokens=True)
+            true_clues = {c for cs in ann.clues.values() for c in cs}
+            mentioned = {c for cs in find_clues(text, clue_vocabulary()).values() for c in cs}
+            if true_clues:
+                clue_recall.append(len(true_clues & mentioned) / len(true_clues))
+            answer = max(per_variant["all"], key=per_variant["all"].get)
+            agreement.append(argued_label(text, labels) == answer)
+
+    if not results:
+        raise EmotionLlamaError("no clip could be evaluated")
+    truth = [r.truth for r in results]
+    report: dict = {"labels": list(labels), "skipped": skipped, "variants": {}}
+    conflict = {a.name for a in annotations if a.conflict}
+    for variant in variants:
+        predicted = [max(r.probabilities[variant], key=r.probabilities[variant].get) for r in results]
+        metrics = label_metrics(truth, predicted, labels)
+        pairs = [(t, p) for r, t, p in zip(results, truth, predicted) if r.name in conflict]
+        if pairs:
+            metrics["conflict_accuracy"] = round(sum(t == p for t, p in pairs) / len(pairs), 4)
+            metrics["conflict_n"] = len(pairs)
+        if variant == "all":
+            metrics["confusion_matrix"] = confusion_matrix(truth, predicted, labels=list(labels)).tolist()
+        report["variants"][variant] = metrics
+    if clue_recall:
+        report["reasoning"] = {
+            "clue_recall": round(float(np.mean(clue_recall)), 4),
+            "label_agreement": round(float(np.mean(agreement)), 4),
+            "n": len(clue_recall),
+        }
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = ["| variant | weighted F1 | accuracy | UAR | WAR | conflict acc. | n |", "|---|---|---|---|---|---|---|"]
+    for name, m in report["variants"].items():
+        lines.append(f"| {name} | {m['weighted_f1']:.4f} | {m['accuracy']:.4f} | {m['uar']:.4f} | {m['war']:.4f} | "
+                     f"{m.get('conflict_accuracy', float('nan')):.4f} | {m['n']} |")
+    labels = report["labels"]
+    matrix = report["variants"]["all"]["confusion_matrix"]
+    lines += ["", "Confusion matrix (rows: truth, columns: prediction)", "",
+              "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix)]
+    if "reasoning" in report:
+        r = report["reasoning"]
+        lines += ["", f"Reasoning: clue recall {r['clue_recall']:.4f}, label agreement {r['label_agreement']:.4f} "
+                      f"over {r['n']} clips"]
+    return "\n".join(lines)
+
+
+def load_split(data: str | Path, split: str | None) -> tuple[list[Annotation], Path]:
+    root = Path(data) if Path(data).is_dir() else Path(data).parent
+    annotations = load_annotations(data)
+    if split:
+        annotations = [a for a in annotations if a.split == split]
+    if not annotations:
+        raise EmotionLlamaError(f"no annotations{' in split ' + split if split else ''} under {data}")
+    return annotations, root

@@ -1,0 +1,421 @@
+"""Training: the paper's recipe as plain functions over a ``TrainConfig``.
+
+``python -m emotion_llama train CONFIG.json`` runs every stage in order; each stage
+writes its result into the work folder and is skipped when that result exists, so an
+interrupted run resumes where it stopped.
+
+0. ``prepare``: decode every clip once (faces, crops, audio) into a cache.
+   ``encoders``: pretrain the encoders (each predicts the emotion its own modality shows,
+   a supervised stand-in for the reference's MER2023-pretrained MAE / VideoMAE / HuBERT),
+   then freeze them and ``extract`` features into the reference layout.
+1. ``tokenizer`` + ``language``: train a tokenizer and pretrain the LLM as a language
+   model on the corpus text (the stand-in for LLaMA-2's pretraining).
+2. ``stage1``: instruction tuning on labels (``[emotion]``) and coarse captions
+   (``[reason]``), as the reference's first stage; only adapters and LoRA train.
+3. ``stage2``: instruction tuning on fine-grained reasoning, labels mixed in so the
+   label answer is kept; only adapters and LoRA train.
+
+The same functions tune the ``official`` preset on a GPU: the stages read annotations in
+the MERR / MER2023 formats (``data/merr.py``) and features in the reference layout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .clip import PreparedClip, Subtitle
+from .config import MERR_LABELS, EmotionLlamaConfig, preset
+from .data.merr import Annotation, load_annotations
+from .errors import EmotionLlamaError
+from .features import FeatureStore
+from .model import EmotionLlama, EncodedClip
+from .prompts import REASON_INSTRUCTIONS, answer_pieces, first_turn, user_turn
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    epochs: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 16
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    corpus: str  # folder (or file) of annotations; clips found through them
+    work: str  # work folder: caches, stage checkpoints, logs
+    export: str | None = None  # where the final weights go (save_pretrained)
+    preset: str = "tiny"
+    seed: int = 0
+    vocab_size: int = 2048
+    workers: int = 2
+    limit: int | None = None  # use only the first N training clips (CI smoke runs)
+    encoders: StageSettings = StageSettings(epochs=8, lr=2e-3, batch_size=32)
+    language: StageSettings = StageSettings(epochs=3, lr=3e-3, batch_size=32)
+    stage1: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
+    stage2: StageSettings = StageSettings(epochs=6, lr=1e-3, batch_size=16)
+    label_share_stage2: float = 0.3  # share of label questions mixed into stage 2
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        data = json.loads(Path(path).read_text())
+        for stage in ("encoders", "language", "stage1", "stage2"):
+            if stage in data:
+                data[stage] = StageSettings(**data[stage])
+        base = Path(path).parent
+        for key in ("corpus", "work", "export"):
+            if data.get(key) and not Path(data[key]).is_absolute():
+                data[key] = str((base / data[key]).resolve())
+        return cls(**data)
+
+
+# -- stage 0a: decode once ----------------------------------------------------------------
+def _prepare_one(job: tuple[str, str, str, tuple[int, int, int]]) -> str | None:
+    from .encoders import resize_images
+    from .prepare import PrepareOptions, prepare_clip
+
+    video, subtitle, target, (global_size, face_size, temporal_size) = job
+    try:
+        clip = prepare_clip(video, subtitle=subtitle or None, options=PrepareOptions())
+    except EmotionLlamaError as error:
+        return f"{Path(video).name}\t{error}"
+    # Stored at the encoders' input sizes, resized exactly as their preprocessing does,
+    # so the cache is small and the encoders see what they see at inference.
+    empty = np.zeros((0, 1, 1, 3), np.uint8)
+    np.savez(
+        target,
+        global_frame=resize_images(clip.global_frame, global_size)[0],
+        face_crops=resize_images(clip.face_crops, face_size) if len(clip.face_crops) else empty,
+        face_sequence=resize_images(clip.face_sequence, temporal_size) if len(clip.face_sequence) else empty,
+        audio=clip.audio if clip.audio is not None else np.zeros(0, np.float32),
+        frame_time=clip.global_frame_time,
+    )
+    return None
+
+
+def prepare_all(annotations: list[Annotation], corpus_root: Path, cache: Path, config: EmotionLlamaConfig,
+                workers: int) -> None:
+    """Decode every clip into ``cache/NAME.npz`` (resumable, several processes)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    sizes = (config.global_vision["image_size"], config.face["image_size"], config.temporal["image_size"])
+    jobs = []
+    for ann in annotations:
+        target = cache / f"{ann.name}.npz"
+        video = ann.video_path(corpus_root)
+        if not target.exists() and video is not None:
+            jobs.append((str(video), ann.subtitle or "", str(target), sizes))
+    if not jobs:
+        return
+    failures = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for failure in tqdm(pool.map(_prepare_one, jobs, chunksize=4), total=len(jobs), desc="prepare clips", unit="clip"):
+            if failure:
+                failures.append(failure)
+    if failures:
+        (cache / "failed.log").write_text("\n".join(failures) + "\n")
+
+
+def load_prepared(cache: Path, ann: Annotation) -> PreparedClip:
+    data = np.load(cache / f"{ann.name}.npz")
+    audio = data["audio"]
+    return PreparedClip(
+        global_frame=data["global_frame"],
+        global_frame_time=float(data["frame_time"]),
+        face_crops=data["face_crops"],
+        face_sequence=data["face_sequence"],
+        audio=audio if audio.size else None,
+        subtitle=Subtitle(ann.subtitle, "annotation" if ann.subtitle else "none"),
+    )
+
+
+# -- stage 0b: encoder pretraining --------------------------------------------------------
+# Which annotated modality each encoder learns to read.
+ENCODER_TARGET = {"global": "face", "face": "face", "temporal": "face", "audio": "voice"}
+AUDIO_TRAIN_SAMPLES = 48_000  # 3 s windows, so a batch needs no padding
+
+
+def _has_input(modality: str, clip: PreparedClip) -> bool:
+    return {"global": True, "face": len(clip.face_crops) > 0, "temporal": len(clip.face_sequence) > 0,
+            "audio": clip.has_audio}[modality]
+
+
+def _batch_features(model: EmotionLlama, modality: str, clips: list[PreparedClip], rng: random.Random) -> torch.Tensor:
+    """Pooled encoder features of a batch of clips, (batch, width), as ``encode`` pools them."""
+    enc = model.encoders
+    if modality == "global":
+        pixels = torch.cat([enc.global_frame.preprocess(c.global_frame) for c in clips])
+        return enc.global_frame(pixels)[:, 1:].mean(dim=1)
+    if modality == "face":
+        crops = [enc.face.preprocess(c.face_crops) for c in clips]
+        frames = enc.face.frame_features(torch.cat(crops))
+        return torch.stack([part.mean(dim=0) for part in frames.split([len(c) for c in crops])])
+    if modality == "temporal":
+        return enc.temporal(torch.cat([enc.temporal.preprocess(c.face_sequence) for c in clips]))
+    windows = []
+    for clip in clips:
+        wave = clip.audio
+        if wave.size > AUDIO_TRAIN_SAMPLES:
+            start = rng.randrange(wave.size - AUDIO_TRAIN_SAMPLES)
+            wave = wave[start : start + AUDIO_TRAIN_SAMPLES]
+        windows.append(enc.audio.preprocess(np.pad(wave, (0, AUDIO_TRAIN_SAMPLES - wave.size))))
+    return enc.audio(torch.cat(windows))
+
+
+def pretrain_encoders(model: EmotionLlama, samples: list[tuple[Annotation, PreparedClip]], settings: StageSettings,
+                      seed: int) -> dict[str, float]:
+    """Each encoder learns to name the emotion its own modality shows; the heads are then
+    dropped and the encoders frozen. Returns each encoder's training accuracy (last fifth)."""
+    labels = {label: i for i, label in enumerate(MERR_LABELS)}
+    modules = {"global": model.encoders.global_frame, "face": model.encoders.face,
+               "temporal": model.encoders.temporal, "audio": model.encoders.audio}
+    accuracy = {}
+    for modality, target in ENCODER_TARGET.items():
+        data = [(clip, labels[ann.modalities.get(target)]) for ann, clip in samples
+                if ann.modalities.get(target) in labels and _has_input(modality, clip)]
+        encoder = modules[modality]
+        head = nn.Linear(model.encoders.feature_dims[modality], len(labels))
+        encoder.requires_grad_(True)
+        encoder.train()
+        params = list(encoder.parameters()) + list(head.parameters())
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        rng = random.Random(seed)
+        steps = max(1, math.ceil(len(data) * settings.epochs / settings.batch_size))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+        correct = seen = 0
+        for step in tqdm(range(steps), desc=f"encoder {modality}", unit="step"):
+            batch = rng.sample(data, min(settings.batch_size, len(data)))
+            logits = head(_batch_features(model, modality, [clip for clip, _ in batch], rng))
+            targets = torch.tensor([y for _, y in batch])
+            loss = nn.functional.cross_entropy(logits, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if step >= steps * 0.8:
+                correct += int((logits.argmax(-1) == targets).sum())
+                seen += len(batch)
+        encoder.requires_grad_(False)
+        encoder.eval()
+        accuracy[modality] = round(correct / max(seen, 1), 4)
+    return accuracy
+
+
+# -- stage 1: tokenizer and language pretraining --------------------------------------------
+def corpus_texts(annotations: list[Annotation]) -> list[str]:
+    texts = []
+    for ann in annotations:
+        texts += [t for t in (ann.subtitle, ann.coarse_caption, ann.fine_reasoning, ann.label) if t]
+    return texts
+
+
+def chat_text(ann: Annotation, rng: random.Random) -> str:
+    """A text-only rendering of the tuning conversations, for language pretraining."""
+    task, answer = rng.choice([("emotion", ann.label), ("reason", ann.coarse_caption), ("reason", ann.fine_reasoning)])
+    subtitle = f"The person in video says: {ann.subtitle}. " if ann.subtitle else ""
+    instruction = rng.choice(REASON_INSTRUCTIONS) if task == "reason" else "Please determine which emotion label in the video represents: " + ", ".join(MERR_LABELS) + "."
+    return f"[INST] <video></video> <feature></feature> {subtitle}[{task}] {instruction} [/INST] {answer}"
+
+
+def pretrain_language(model: EmotionLlama, annotations: list[Annotation], settings: StageSettings, seed: int) -> dict:
+    """Full training of the (tiny) LLM on corpus text; LoRA stays untouched."""
+    tok = model.tokenizer
+    llm = model.llama_model.get_base_model()
+    base_params = [p for n, p in llm.named_parameters() if ".lora_" not in n]
+    for p in base_params:
+        p.requires_grad_(True)
+    rng = random.Random(seed)
+    texts = [chat_text(ann, rng) for ann in annotations for _ in range(2)] + corpus_texts(annotations)
+    optimizer = torch.optim.AdamW(base_params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = max(1, math.ceil(len(texts) * settings.epochs / settings.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+    losses = []
+    llm.train()
+    with model.llama_model.disable_adapter():
+        for _ in tqdm(range(steps), desc="language model", unit="step"):
+            batch = rng.sample(texts, min(settings.batch_size, len(texts)))
+            enc = tok([tok.bos_token + t + tok.eos_token for t in batch], return_tensors="pt", padding=True,
+                      truncation=True, max_length=512, add_special_tokens=False)
+            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            loss = llm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss))
+    llm.eval()
+    for p in base_params:
+        p.requires_grad_(False)
+    return loss_summary(losses)
+
+
+# -- stages 2 and 3: instruction tuning -------------------------------------------------------
+@dataclass
+class TuningSample:
+    name: str
+    encoded: EncodedClip
+    subtitle: str | None
+    annotation: Annotation
+
+
+def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int):
+    ann = sample.annotation
+    if task == "emotion":
+        answer = ann.label
+    else:
+        answer = ann.coarse_caption if stage == 1 else ann.fine_reasoning
+    prompt = first_turn(user_turn(task, subtitle=sample.subtitle, rng=rng))
+    return prompt + answer_pieces(answer, close=True)
+
+
+def instruction_loss(model: EmotionLlama, batch: list[list], projected: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Cross-entropy on the answer and its ``</s>``, every other position masked."""
+    sequences = [model.assemble(pieces, proj) for pieces, proj in zip(batch, projected)]
+    length = max(len(s) for s in sequences)
+    hidden = sequences[0].inputs_embeds.shape[-1]
+    embeds = torch.zeros(len(sequences), length, hidden)
+    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    labels = torch.full((len(sequences), length), -100)
+    for row, seq in enumerate(sequences):
+        embeds[row, : len(seq)] = seq.inputs_embeds[0]
+        mask[row, : len(seq)] = 1
+        for i, kind in enumerate(seq.kind_at()):
+            if kind in ("answer", "eos"):
+                labels[row, i] = seq.token_ids[i]
+    return model.llama_model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+
+def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
+    params = [p for layer in model.adapters().values() for p in layer.parameters()]
+    params += [p for n, p in model.llama_model.named_parameters() if ".lora_" in n]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: int,
+                     seed: int, label_share: float = 0.5) -> dict:
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = max(1, math.ceil(len(samples) * settings.epochs / settings.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+    rng = random.Random(seed + stage)
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=f"instruction tuning, stage {stage}", unit="step"):
+        chosen = rng.sample(samples, min(settings.batch_size, len(samples)))
+        tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
+        batch = [conversation(s, t, rng, stage) for s, t in zip(chosen, tasks)]
+        projected = [model.project(s.encoded) for s in chosen]
+        loss = instruction_loss(model, batch, projected)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return loss_summary(losses)
+
+
+def loss_summary(losses: list[float]) -> dict[str, float]:
+    """Mean loss over the first and the last tenth of the steps."""
+    tenth = max(1, len(losses) // 10)
+    return {"first": round(float(np.mean(losses[:tenth])), 4), "last": round(float(np.mean(losses[-tenth:])), 4),
+            "steps": len(losses)}
+
+
+# -- the whole recipe ---------------------------------------------------------------------
+def run(config: TrainConfig) -> dict:
+    """Run every stage that has not run yet; returns the training report."""
+    from .checkpoints import from_pretrained, save_pretrained
+    from .tokenizer import train_tokenizer
+
+    torch.manual_seed(config.seed)
+    work = Path(config.work)
+    work.mkdir(parents=True, exist_ok=True)
+    report_path = work / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {"seconds": {}}
+
+    def timed(name: str, fn):
+        start = time.perf_counter()
+        result = fn()
+        report["seconds"][name] = round(time.perf_counter() - start, 1)
+        report_path.write_text(json.dumps(report, indent=1))
+        return result
+
+    corpus_root = Path(config.corpus) if Path(config.corpus).is_dir() else Path(config.corpus).parent
+    annotations = [a for a in load_annotations(config.corpus) if a.split in (None, "train", "val")]
+    annotations = annotations[: config.limit] if config.limit else annotations
+    if not annotations:
+        raise EmotionLlamaError(f"no training annotations in {config.corpus}")
+    cache = work / "prepared"
+    timed("prepare", lambda: prepare_all(annotations, corpus_root, cache, preset(config.preset), config.workers))
+    annotations = [a for a in annotations if (cache / f"{a.name}.npz").exists()]
+
+    stages = work / "stages"
+    after_encoders = stages / "0_encoders"
+    if not (after_encoders / "model.safetensors").exists():
+        tokenizer = train_tokenizer(corpus_texts(annotations), vocab_size=config.vocab_size)
+        model_config = replace(preset(config.preset), llm={**preset(config.preset).llm, "vocab_size": len(tokenizer)})
+        model = EmotionLlama(model_config, tokenizer=tokenizer)
+        samples = [(ann, load_prepared(cache, ann)) for ann in annotations]
+        report["encoder_accuracy"] = timed("encoders", lambda: pretrain_encoders(model, samples, config.encoders, config.seed))
+        save_pretrained(model, after_encoders)
+        del samples
+    model = from_pretrained(after_encoders)
+
+    features = FeatureStore(work / "features")
+
+    def extract() -> None:
+        for ann in tqdm([a for a in annotations if not features.has(a.name)], desc="extract features", unit="clip"):
+            clip = load_prepared(cache, ann)
+            features.write(ann.name, model.encode(clip), clip)
+
+    timed("extract", extract)
+
+    after_language = stages / "1_language"
+    if not (after_language / "model.safetensors").exists():
+        report["language_loss"] = timed("language", lambda: pretrain_language(model, annotations, config.language, config.seed))
+        save_pretrained(model, after_language)
+    model = from_pretrained(after_language)
+
+    tuning = [TuningSample(a.name, features.read(a.name).encoded, a.subtitle, a) for a in annotations]
+    for stage, settings, share in ((1, config.stage1, 0.5), (2, config.stage2, config.label_share_stage2)):
+        folder = stages / f"{stage + 1}_stage{stage}"
+        if not (folder / "model.safetensors").exists():
+            report[f"stage{stage}_loss"] = timed(
+                f"stage{stage}", lambda: instruction_tune(model, tuning, settings, stage, config.seed, share)
+            )
+            save_pretrained(model, folder)
+        model = from_pretrained(folder)
+
+    if config.export:
+        save_pretrained(model, config.export)
+        (Path(config.export) / "training.json").write_text(
+            json.dumps({"config": _jsonable(config), "report": report}, indent=1)
+        )
+    report_path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _jsonable(config: TrainConfig) -> dict:
+    data = asdict(config)
+    for key in ("corpus", "work", "export"):
+        if data.get(key):
+            data[key] = Path(data[key]).name
+    return data
