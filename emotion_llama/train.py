@@ -61,6 +61,9 @@ class TrainConfig:
     vocab_size: int = 2048
     workers: int = 2
     limit: int | None = None  # use only the first N training clips (CI smoke runs)
+    # Haar pyramid step while preparing training clips: 1.15 is 2.5x faster than the
+    # default 1.05 and still finds every synthetic face; real footage wants 1.05.
+    face_scale_factor: float = 1.05
     encoders: StageSettings = StageSettings(epochs=8, lr=2e-3, batch_size=32)
     language: StageSettings = StageSettings(epochs=3, lr=3e-3, batch_size=32)
     stage1: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
@@ -81,13 +84,15 @@ class TrainConfig:
 
 
 # -- stage 0a: decode once ----------------------------------------------------------------
-def _prepare_one(job: tuple[str, str, str, tuple[int, int, int]]) -> str | None:
+def _prepare_one(job: tuple[str, str, str, tuple[int, int, int], float]) -> str | None:
     from .encoders import resize_images
+    from .faces import HaarFaceDetector
     from .prepare import PrepareOptions, prepare_clip
 
-    video, subtitle, target, (global_size, face_size, temporal_size) = job
+    video, subtitle, target, (global_size, face_size, temporal_size), scale_factor = job
+    options = PrepareOptions(face_detector=HaarFaceDetector(scale_factor=scale_factor))
     try:
-        clip = prepare_clip(video, subtitle=subtitle or None, options=PrepareOptions())
+        clip = prepare_clip(video, subtitle=subtitle or None, options=options)
     except EmotionLlamaError as error:
         return f"{Path(video).name}\t{error}"
     # Stored at the encoders' input sizes, resized exactly as their preprocessing does,
@@ -105,7 +110,7 @@ def _prepare_one(job: tuple[str, str, str, tuple[int, int, int]]) -> str | None:
 
 
 def prepare_all(annotations: list[Annotation], corpus_root: Path, cache: Path, config: EmotionLlamaConfig,
-                workers: int) -> None:
+                workers: int, face_scale_factor: float = 1.05) -> None:
     """Decode every clip into ``cache/NAME.npz`` (resumable, several processes)."""
     cache.mkdir(parents=True, exist_ok=True)
     sizes = (config.global_vision["image_size"], config.face["image_size"], config.temporal["image_size"])
@@ -114,7 +119,7 @@ def prepare_all(annotations: list[Annotation], corpus_root: Path, cache: Path, c
         target = cache / f"{ann.name}.npz"
         video = ann.video_path(corpus_root)
         if not target.exists() and video is not None:
-            jobs.append((str(video), ann.subtitle or "", str(target), sizes))
+            jobs.append((str(video), ann.subtitle or "", str(target), sizes, face_scale_factor))
     if not jobs:
         return
     failures = []
@@ -235,7 +240,7 @@ def pretrain_language(model: EmotionLlama, annotations: list[Annotation], settin
     for p in base_params:
         p.requires_grad_(True)
     rng = random.Random(seed)
-    texts = [chat_text(ann, rng) for ann in annotations for _ in range(2)] + corpus_texts(annotations)
+    texts = [chat_text(ann, rng) for ann in annotations]
     optimizer = torch.optim.AdamW(base_params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps = max(1, math.ceil(len(texts) * settings.epochs / settings.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
@@ -252,7 +257,7 @@ def pretrain_language(model: EmotionLlama, annotations: list[Annotation], settin
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     llm.eval()
     for p in base_params:
         p.requires_grad_(False)
@@ -295,6 +300,29 @@ def instruction_loss(model: EmotionLlama, batch: list[list], projected: list[dic
     return model.llama_model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
 
+@torch.no_grad()
+def calibrate_adapters(model: EmotionLlama, samples: list[TuningSample], n: int = 64) -> dict[str, float]:
+    """Scale each freshly initialised adapter so its outputs have the RMS of the LLM's
+    token embeddings. Untouched, they come out about 20x larger in the tiny preset and
+    drown the prompt text in the residual stream before training can adjust them."""
+    target = model.llama_model.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+    slots = {"visual": "llama_proj", "cls": "cls_tk_llama_proj", "face": "feats_llama_proj1",
+             "temporal": "feats_llama_proj2", "audio": "feats_llama_proj3"}
+    outputs: dict[str, list[torch.Tensor]] = {slot: [] for slot in slots}
+    for sample in samples[:n]:
+        for slot, tokens in model.project(sample.encoded).items():
+            outputs[slot].append(tokens.float())
+    scales = {}
+    adapters = model.adapters()
+    for slot, name in slots.items():
+        rms = torch.cat(outputs[slot]).pow(2).mean().sqrt()
+        scale = float(target / rms.clamp_min(1e-8))
+        adapters[name].weight.mul_(scale)
+        adapters[name].bias.mul_(scale)
+        scales[name] = round(scale, 4)
+    return scales
+
+
 def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
     params = [p for layer in model.adapters().values() for p in layer.parameters()]
     params += [p for n, p in model.llama_model.named_parameters() if ".lora_" in n]
@@ -325,7 +353,7 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     for p in params:
         p.requires_grad_(False)
@@ -333,9 +361,9 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
 
 
 def loss_summary(losses: list[float]) -> dict[str, float]:
-    """Mean loss over the first and the last tenth of the steps."""
-    tenth = max(1, len(losses) // 10)
-    return {"first": round(float(np.mean(losses[:tenth])), 4), "last": round(float(np.mean(losses[-tenth:])), 4),
+    """Mean loss over the first and the last quarter of the steps."""
+    quarter = max(1, len(losses) // 4)
+    return {"first": round(float(np.mean(losses[:quarter])), 4), "last": round(float(np.mean(losses[-quarter:])), 4),
             "steps": len(losses)}
 
 
@@ -364,7 +392,8 @@ def run(config: TrainConfig) -> dict:
     if not annotations:
         raise EmotionLlamaError(f"no training annotations in {config.corpus}")
     cache = work / "prepared"
-    timed("prepare", lambda: prepare_all(annotations, corpus_root, cache, preset(config.preset), config.workers))
+    timed("prepare", lambda: prepare_all(annotations, corpus_root, cache, preset(config.preset), config.workers,
+                                         config.face_scale_factor))
     annotations = [a for a in annotations if (cache / f"{a.name}.npz").exists()]
 
     stages = work / "stages"
@@ -395,6 +424,8 @@ def run(config: TrainConfig) -> dict:
     model = from_pretrained(after_language)
 
     tuning = [TuningSample(a.name, features.read(a.name).encoded, a.subtitle, a) for a in annotations]
+    if not (stages / "2_stage1" / "model.safetensors").exists():
+        report["adapter_scales"] = calibrate_adapters(model, tuning)
     for stage, settings, share in ((1, config.stage1, 0.5), (2, config.stage2, config.label_share_stage2)):
         folder = stages / f"{stage + 1}_stage{stage}"
         if not (folder / "model.safetensors").exists():

@@ -1,0 +1,313 @@
+"""The web app: its API through ``gradio_client`` against a real server, and its helpers.
+
+One server for the module (tiny model, greedy decoding, a handful of new tokens), with
+``GRADIO_TEMP_DIR`` pointed at a fresh folder so the test can see every upload Gradio keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from media_factory import expressive_face, make_face_clip, make_long_clip, make_png, one_face
+
+from emotion_llama.config import MER2023_LABELS, MERR_LABELS
+from emotion_llama.errors import PromptError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+EXAMPLE = ROOT / "examples" / "smile.mp4"
+FAST = {"max_new_tokens": 6, "temperature": 0.0}
+JSON_KEYS = {
+    "label", "probabilities", "answer", "task", "modality_attention", "span_attention", "modalities_present",
+    "filled_modalities", "subtitle", "frame_time", "warnings", "timings", "engine",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+def without_timings(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key != "timings"}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from emotion_llama.pipeline import load_engine
+
+    return load_engine()
+
+
+@pytest.fixture(scope="module")
+def gradio_temp(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gradio_temp")
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def server(engine, gradio_temp):
+    import app
+
+    demo = app.build_demo(engine)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Fresh clips (not examples, so the app may delete their uploads) and bad files."""
+    folder = tmp_path_factory.mktemp("app_clips")
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    text = folder / "notes.mp4"
+    text.write_text("This is a shopping list, not a video.\nmilk\neggs\n")
+    picture = make_png(folder / "picture.png").rename(folder / "picture.mp4")
+    return {
+        "picture": picture,
+        "face": make_face_clip(folder / "face.mp4", expressive_face(1.0, 2.0), seconds=2.0, fps=10),
+        "still": make_face_clip(folder / "still.mp4", one_face(), seconds=1.5, fps=10, audio=False),
+        "long": make_long_clip(folder / "long.mp4", seconds=120.0),
+        "empty": empty,
+        "text": text,
+    }
+
+
+def analyze(client, path: Path, **kwargs):
+    from gradio_client import handle_file
+
+    return client.predict(video=handle_file(str(path)), api_name="/analyze", **{**FAST, **kwargs})
+
+
+# -- the API ---------------------------------------------------------------------------------
+def test_only_analyze_and_chat_are_public(client):
+    assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == {"/analyze", "/chat"}
+
+
+def test_analyze_returns_the_documented_json(client, engine):
+    from emotion_llama.pipeline import AnalysisOptions
+    from emotion_llama.ui import generation_from_form
+
+    words = "I can't believe it, we actually won!"
+    result = analyze(client, EXAMPLE, subtitle=words, task="emotion", label_set="merr")
+    assert set(result) == JSON_KEYS
+    assert list(result["probabilities"]) and set(result["probabilities"]) == set(MERR_LABELS)
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert isinstance(result["answer"], str)
+    assert set(result["modality_attention"]) and sum(result["modality_attention"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert result["modalities_present"]["subtitle"] is True and result["modalities_present"]["global"] is True
+    assert result["subtitle"] == {"text": words, "source": "user"}
+    assert isinstance(result["warnings"], list)
+    assert {"prepare_and_encode", "label_probabilities", "generate"} <= set(result["timings"])
+    # The same numbers as the library called directly.
+    options = AnalysisOptions(task="emotion", labels=MERR_LABELS, generation=generation_from_form(0.0, 6))
+    direct = engine.analyze(EXAMPLE, words, options).to_json()
+    assert without_timings(result) == without_timings(direct)
+
+
+def test_label_sets_and_tasks(client):
+    six = analyze(client, EXAMPLE, label_set="mer2023", task="reason")
+    assert set(six["probabilities"]) == set(MER2023_LABELS) and six["task"] == "reason"
+    own = analyze(client, EXAMPLE, label_set="custom", custom_labels="calm, tense , joyful,calm", task="free",
+                  question="Is the person <VideoHere> smiling?")
+    assert list(own["probabilities"]) == ["calm", "tense", "joyful"]
+    left_out = analyze(client, EXAMPLE, leave_out=["audio", "subtitle"], subtitle="hello there")
+    assert left_out["modalities_present"]["audio"] is False and left_out["modalities_present"]["subtitle"] is False
+
+
+def test_four_requests_at_once_match_one_at_a_time(client, clips):
+    from gradio_client import handle_file
+
+    alone = without_timings(analyze(client, clips["face"], subtitle="Look at this!"))
+    jobs = [client.submit(video=handle_file(str(clips["face"])), subtitle="Look at this!", api_name="/analyze",
+                          **FAST) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda job: job.result(timeout=300), jobs))
+    assert [without_timings(result) for result in together] == [alone] * 4
+
+
+@pytest.mark.parametrize("bad, words", [("empty", "empty"), ("text", "not a video"), ("picture", "image")])
+def test_a_bad_upload_gets_a_readable_error_and_the_next_request_works(client, clips, bad, words):
+    from gradio_client.exceptions import AppError
+
+    import app
+
+    with pytest.raises(AppError) as caught:
+        analyze(client, clips[bad])
+    message = str(caught.value)
+    assert message and "Traceback" not in message and message != app.GENERIC_FAILURE
+    assert words in message.lower()
+    assert set(analyze(client, clips["still"])["probabilities"]) == set(MERR_LABELS)
+
+
+def test_a_bug_shows_a_generic_message_and_logs_no_user_content(client, clips, engine, monkeypatch, caplog, capfd):
+    from gradio_client.exceptions import AppError
+
+    import app
+
+    def broken(clip, subtitle, options):
+        raise RuntimeError(f"kaboom while reading {clip.subtitle.text}")
+
+    monkeypatch.setattr(engine, "analyze_iter", broken)
+    with caplog.at_level("INFO"), pytest.raises(AppError) as caught:
+        analyze(client, clips["still"], subtitle="my secret words")
+    assert str(caught.value) == app.GENERIC_FAILURE
+    assert "RuntimeError" in caplog.text
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "my secret words" not in logged and "still.mp4" not in logged
+
+
+def test_a_long_clip_is_cut_to_the_limit_with_a_warning(client, clips):
+    import app
+
+    result = analyze(client, clips["long"])
+    assert any(f"first {app.MAX_SECONDS:g} s" in warning for warning in result["warnings"])
+
+
+def test_chat_streams_and_keeps_the_conversation(client, clips, engine, monkeypatch):
+    from gradio_client import handle_file
+
+    sessions = []
+    real_chat = engine.chat
+
+    def counting_chat(*args, **kwargs):
+        sessions.append(real_chat(*args, **kwargs))
+        return sessions[-1]
+
+    monkeypatch.setattr(engine, "chat", counting_chat)
+    video = handle_file(str(clips["face"]))
+    first = client.submit(video=video, message="", task="emotion", api_name="/chat", **FAST)
+    assert isinstance(first.result(timeout=300), str)
+    assert first.outputs(), "the reply should stream"
+    second = client.predict(video=video, message="Why do you think so?", task="free", api_name="/chat", **FAST)
+    assert isinstance(second, str)
+    assert len(sessions) == 1, "the clip is encoded once per conversation"
+    assert [turn[1] for turn in sessions[0].turns] == [first.result(), second]
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="question"):
+        client.predict(video=video, message="  ", task="free", api_name="/chat", **FAST)
+
+
+def test_no_upload_is_left_behind(client, clips, gradio_temp):
+    """Runs after the others: every clip and bad file uploaded above is gone from Gradio's folder."""
+    analyze(client, clips["still"], subtitle="one more")
+    uploaded = {sha256(path) for path in clips.values()}
+    left = [path for path in files_under(gradio_temp) if sha256(path) in uploaded]
+    assert left == []
+
+
+# -- helpers, without a server ---------------------------------------------------------------
+def test_form_values_become_options():
+    from emotion_llama.ui import options_from_form
+
+    options = options_from_form("free", " why? ", "custom", "a, b", 0.7, 32, "middle", ["audio"], True)
+    assert options.labels == ("a", "b") and options.question == "why?"
+    assert options.generation.do_sample and options.generation.temperature == 0.7
+    assert options.generation.max_new_tokens == 32 and options.leave_out == ("audio",) and options.demo_parity
+    assert not options_from_form("emotion", "", "merr", "", 0, 8, "peak", [], False).generation.do_sample
+    with pytest.raises(PromptError, match="labels"):
+        options_from_form("emotion", "", "custom", "  ", 0, 8, "peak", [], False)
+    with pytest.raises(PromptError, match="question"):
+        options_from_form("free", "", "merr", "", 0, 8, "peak", [], False)
+
+
+def test_face_strip_marks_the_peak_frame():
+    from emotion_llama.ui import face_strip
+
+    crops = np.zeros((5, 64, 64, 3), np.uint8)
+    strip = face_strip(crops, peak_index=3, size=40)
+    cell = 40 + 2 * 5
+    assert strip.shape[1] == 5 * cell + 4 * 4
+    peak_x = 3 * (cell + 4)
+    assert tuple(strip[1, peak_x + 1]) == (240, 120, 0)
+    assert tuple(strip[1, 1]) == (200, 200, 200)
+    assert face_strip(np.zeros((0, 8, 8, 3), np.uint8), None) is None
+
+
+def test_banner_says_what_the_model_is_and_how_to_load_the_official_one():
+    from emotion_llama.ui import engine_banner
+
+    untrained = engine_banner({"weights": "tiny (random)", "device": "cpu", "dtype": "float32", "warning": "x"})
+    assert "untrained" in untrained and "EMOTION_LLAMA_WEIGHTS=official" in untrained and "HF_TOKEN" in untrained
+    assert "EMOTION_LLAMA_CHECKPOINT" in untrained
+    trained = engine_banner({"weights": "tiny", "device": "cpu", "dtype": "float32"})
+    assert "synthetic" in trained and "cannot" in trained
+    assert "official weights" in engine_banner({"weights": "official", "device": "cuda", "dtype": "float16"})
+
+
+def test_upload_store_deletes_only_its_uploads(tmp_path):
+    from emotion_llama.ui import UploadStore
+
+    root = tmp_path / "gradio"
+    kept, upload, outside = root / "a" / "example.mp4", root / "b" / "clip.mp4", tmp_path / "mine.mp4"
+    for path, content in ((kept, b"example"), (upload, b"upload"), (outside, b"upload")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    example_source = tmp_path / "examples" / "example.mp4"
+    example_source.parent.mkdir()
+    example_source.write_bytes(b"example")
+    store = UploadStore(root, keep=[example_source])
+    for path in (kept, upload, outside):
+        store.acquire(str(path))
+    store.acquire(str(upload))
+    store.release(str(upload))
+    assert upload.exists(), "a second request still uses it"
+    for path in (kept, upload, outside):
+        store.release(str(path))
+    assert not upload.exists() and not upload.parent.exists()
+    assert kept.exists() and outside.exists()
+
+
+def test_an_upload_over_the_size_limit_is_refused(engine, gradio_temp, tmp_path, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    import app
+
+    monkeypatch.setattr(app, "MAX_UPLOAD_MB", 1)
+    demo = app.build_demo(engine)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    try:
+        big = tmp_path / "big.mp4"
+        big.write_bytes(np.random.default_rng(0).bytes(2 * 1024 * 1024))
+        with pytest.raises(Exception, match="exceeds the maximum file size"):
+            Client(url, verbose=False).predict(video=handle_file(str(big)), api_name="/analyze", **FAST)
+        # The server refuses it too, whatever the client checks.
+        with big.open("rb") as handle:
+            response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.mp4", handle, "video/mp4")})
+        assert response.status_code == 413
+        assert [path for path in files_under(gradio_temp) if path.name == "big.mp4"] == []
+    finally:
+        demo.close()
