@@ -426,6 +426,9 @@ class _FrameSampler:
 # --- audio ------------------------------------------------------------------------
 
 
+TRAILING_SILENCE_MAX = 0.5  # seconds of missing sound at the end that are filled with silence
+
+
 def _read_audio(
     path: Path, origin: float, window: tuple[float, float], deadline: _Deadline
 ) -> tuple[np.ndarray | None, str | None]:
@@ -471,7 +474,14 @@ def _read_audio(
         samples = np.concatenate([np.zeros(round((start - window[0]) * SAMPLE_RATE), np.float32), samples])
     else:
         samples = samples[round((window[0] - start) * SAMPLE_RATE) :]
-    return samples[: round((window[1] - window[0]) * SAMPLE_RATE)], None
+    window_samples = round((window[1] - window[0]) * SAMPLE_RATE)
+    samples = samples[:window_samples]
+    gap = window_samples - samples.size
+    if 0 < gap <= TRAILING_SILENCE_MAX * SAMPLE_RATE:
+        # An AAC track often ends a few frames before the picture: trailing silence makes the
+        # audio span the window, as an editor exporting the clip would. Longer gaps are kept.
+        samples = np.concatenate([samples, np.zeros(gap, np.float32)])
+    return samples, None
 
 
 class _MonoResampler:

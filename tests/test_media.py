@@ -95,11 +95,14 @@ def test_every_real_clip_decodes_into_encoder_inputs(real_clips, shared_clips):
         assert all("other face" in warning for warning in prepared.warnings), prepared.warnings
 
 
-def test_real_clip_audio_is_16k_mono_as_long_as_its_track(real_clips, shared_clips):
+def test_real_clip_audio_is_16k_mono_as_long_as_the_clip(real_clips, shared_clips):
     for clip in shared_clips:
         audio = real_clips[clip.name].prepared.audio
         assert audio is not None and audio.dtype == np.float32 and audio.ndim == 1
-        assert abs(audio.size / SAMPLE_RATE - declared_audio_seconds(clip)) <= 0.050, clip.name
+        # Against the container: one clip's AAC track ends 67 ms before its picture, and the
+        # missing tail is filled with silence, so the sound spans the whole clip.
+        assert abs(audio.size / SAMPLE_RATE - declared_seconds(clip)) <= 0.050, clip.name
+        assert audio.size / SAMPLE_RATE >= declared_audio_seconds(clip) - 0.050, clip.name
         assert np.sqrt(np.mean(audio**2)) > 0.01, f"{clip.name}: the speech came out silent"
 
 
