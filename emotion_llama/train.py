@@ -83,6 +83,27 @@ class TrainConfig:
         return cls(**data)
 
 
+def optimiser(params: list[nn.Parameter], settings: StageSettings, steps: int, clip_norm: float | None = None):
+    """AdamW with a one-cycle schedule; returns ``step(loss) -> float``."""
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+
+    def step(loss: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        loss.backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        optimizer.step()
+        scheduler.step()
+        return loss.item()
+
+    return step
+
+
+def stage_steps(examples: int, settings: StageSettings) -> int:
+    return max(1, math.ceil(examples * settings.epochs / settings.batch_size))
+
+
 # -- stage 0a: decode once ----------------------------------------------------------------
 def _prepare_one(job: tuple[str, str, str, tuple[int, int, int], float]) -> str | None:
     from .encoders import resize_images
@@ -192,21 +213,15 @@ def pretrain_encoders(model: EmotionLlama, samples: list[tuple[Annotation, Prepa
         head = nn.Linear(model.encoders.feature_dims[modality], len(labels))
         encoder.requires_grad_(True)
         encoder.train()
-        params = list(encoder.parameters()) + list(head.parameters())
-        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         rng = random.Random(seed)
-        steps = max(1, math.ceil(len(data) * settings.epochs / settings.batch_size))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+        steps = stage_steps(len(data), settings)
+        step_with = optimiser(list(encoder.parameters()) + list(head.parameters()), settings, steps)
         correct = seen = 0
         for step in tqdm(range(steps), desc=f"encoder {modality}", unit="step"):
             batch = rng.sample(data, min(settings.batch_size, len(data)))
             logits = head(_batch_features(model, modality, [clip for clip, _ in batch], rng))
             targets = torch.tensor([y for _, y in batch])
-            loss = nn.functional.cross_entropy(logits, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            step_with(nn.functional.cross_entropy(logits, targets))
             if step >= steps * 0.8:
                 correct += int((logits.argmax(-1) == targets).sum())
                 seen += len(batch)
@@ -241,27 +256,36 @@ def pretrain_language(model: EmotionLlama, annotations: list[Annotation], settin
         p.requires_grad_(True)
     rng = random.Random(seed)
     texts = [chat_text(ann, rng) for ann in annotations]
-    optimizer = torch.optim.AdamW(base_params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps = max(1, math.ceil(len(texts) * settings.epochs / settings.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+    steps = stage_steps(len(texts), settings)
+    step_with = optimiser(base_params, settings, steps)
+
+    def text_loss(batch: list[str]) -> torch.Tensor:
+        enc = tok([tok.bos_token + t + tok.eos_token for t in batch], return_tensors="pt", padding=True,
+                  truncation=True, max_length=512, add_special_tokens=False)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return llm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
+
+    probe = texts[:PROBE_SIZE]
     losses = []
-    llm.train()
     with model.llama_model.disable_adapter():
+        before = _probe(llm, lambda: text_loss(probe))
+        llm.train()
         for _ in tqdm(range(steps), desc="language model", unit="step"):
-            batch = rng.sample(texts, min(settings.batch_size, len(texts)))
-            enc = tok([tok.bos_token + t + tok.eos_token for t in batch], return_tensors="pt", padding=True,
-                      truncation=True, max_length=512, add_special_tokens=False)
-            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-            loss = llm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    llm.eval()
+            losses.append(step_with(text_loss(rng.sample(texts, min(settings.batch_size, len(texts))))))
+        after = _probe(llm, lambda: text_loss(probe))
     for p in base_params:
         p.requires_grad_(False)
-    return loss_summary(losses)
+    return {**loss_summary(losses), "probe_before": before, "probe_after": after}
+
+
+PROBE_SIZE = 8  # examples held fixed to measure each stage's loss before and after it
+
+
+@torch.no_grad()
+def _probe(module: nn.Module, loss_fn) -> float:
+    """The loss on a fixed batch with dropout off: comparable before and after a stage."""
+    module.eval()
+    return round(loss_fn().item(), 4)
 
 
 # -- stages 2 and 3: instruction tuning -------------------------------------------------------
@@ -336,10 +360,16 @@ def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
 def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: int,
                      seed: int, label_share: float = 0.5) -> dict:
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps = max(1, math.ceil(len(samples) * settings.epochs / settings.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps)
+    steps = stage_steps(len(samples), settings)
+    step_with = optimiser(params, settings, steps, clip_norm=1.0)
     rng = random.Random(seed + stage)
+    probe_rng = random.Random(seed)
+    probe = [conversation(s, "emotion" if i % 2 else "reason", probe_rng, stage) for i, s in enumerate(samples[:PROBE_SIZE])]
+
+    def probe_loss() -> torch.Tensor:
+        return instruction_loss(model, probe, [model.project(s.encoded) for s in samples[:PROBE_SIZE]])
+
+    before = _probe(model, probe_loss)
     model.train()
     losses = []
     for _ in tqdm(range(steps), desc=f"instruction tuning, stage {stage}", unit="step"):
@@ -347,17 +377,11 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
         tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
         batch = [conversation(s, t, rng, stage) for s, t in zip(chosen, tasks)]
         projected = [model.project(s.encoded) for s in chosen]
-        loss = instruction_loss(model, batch, projected)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-    model.eval()
+        losses.append(step_with(instruction_loss(model, batch, projected)))
+    after = _probe(model, probe_loss)
     for p in params:
         p.requires_grad_(False)
-    return loss_summary(losses)
+    return {**loss_summary(losses), "probe_before": before, "probe_after": after}
 
 
 def loss_summary(losses: list[float]) -> dict[str, float]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from media_factory import expressive_face, make_face_clip, make_long_clip, make_png, one_face
+from media_factory import expressive_face, make_face_clip, make_long_clip, make_png, media, one_face  # noqa: F401
 
 from emotion_llama.config import MER2023_LABELS, MERR_LABELS
 from emotion_llama.errors import PromptError
@@ -311,3 +311,33 @@ def test_an_upload_over_the_size_limit_is_refused(engine, gradio_temp, tmp_path,
         assert [path for path in files_under(gradio_temp) if path.name == "big.mp4"] == []
     finally:
         demo.close()
+
+
+ODD_AND_BAD = [
+    "zero_bytes.mp4", "truncated.mp4", "text_renamed.mp4", "png_renamed.mp4", "audio_only.mp4", "audio_only.m4a",
+    "face_no_audio.mp4", "no_face.mp4", "short_0.2s.mp4", "long_10min.mp4", "uhd_4k.mp4", "vp9.webm", "clip.mov",
+    "clip.mkv", "clip.avi", "variable_frame_rate.mp4", "rotated_face.mp4", "unknown_codec.avi",
+]
+
+
+def test_every_bad_or_odd_input_gets_a_result_or_a_readable_message(client, clips, media):
+    """The media issue's list, uploaded to the running app: never a generic failure, and
+    the app keeps serving afterwards."""
+    from gradio_client.exceptions import AppError
+
+    import app
+
+    outcomes = {}
+    for name in ODD_AND_BAD:
+        try:
+            result = analyze(client, media[name])
+        except AppError as error:
+            message = str(error)
+            assert message and message != app.GENERIC_FAILURE and "Traceback" not in message, (name, message)
+            outcomes[name] = "error"
+        else:
+            assert set(result["probabilities"]) == set(MERR_LABELS), name
+            outcomes[name] = "result"
+    assert outcomes["zero_bytes.mp4"] == outcomes["text_renamed.mp4"] == outcomes["audio_only.mp4"] == "error"
+    assert outcomes["face_no_audio.mp4"] == outcomes["no_face.mp4"] == outcomes["vp9.webm"] == "result"
+    assert set(analyze(client, clips["still"])["probabilities"]) == set(MERR_LABELS)
