@@ -39,7 +39,7 @@ from .config import MERR_LABELS, EmotionLlamaConfig, preset
 from .data.merr import Annotation, load_annotations
 from .errors import EmotionLlamaError
 from .features import FeatureStore
-from .model import EmotionLlama, EncodedClip
+from .model import EmotionLlama, EncodedClip, without
 from .prompts import REASON_INSTRUCTIONS, answer_pieces, first_turn, user_turn
 
 
@@ -69,6 +69,10 @@ class TrainConfig:
     stage1: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
     stage2: StageSettings = StageSettings(epochs=6, lr=1e-3, batch_size=16)
     label_share_stage2: float = 0.3  # share of label questions mixed into stage 2
+    # Share of label questions asked with modalities left out (zeros, as inference fills
+    # them): half keep one modality only, half drop one. Teaches the model to answer from
+    # partial evidence and makes the modality ablation meaningful.
+    modality_dropout: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -297,14 +301,31 @@ class TuningSample:
     annotation: Annotation
 
 
-def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int):
+ABLATABLE = ("global", "face", "temporal", "audio", "subtitle")
+
+
+def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int, subtitle: str | None = None):
     ann = sample.annotation
     if task == "emotion":
         answer = ann.label
     else:
         answer = ann.coarse_caption if stage == 1 else ann.fine_reasoning
-    prompt = first_turn(user_turn(task, subtitle=sample.subtitle, rng=rng))
+    prompt = first_turn(user_turn(task, subtitle=subtitle, rng=rng))
     return prompt + answer_pieces(answer, close=True)
+
+
+def with_dropout(sample: TuningSample, task: str, rng: random.Random, share: float) -> tuple[EncodedClip, str | None]:
+    """The sample's inputs, some modalities left out for a ``share`` of label questions.
+    Reasoning answers cite every modality, so they always see all of them."""
+    if task != "emotion" or rng.random() >= share:
+        return sample.encoded, sample.subtitle
+    if rng.random() < 0.5:
+        keep = rng.choice(ABLATABLE)
+        dropped = tuple(m for m in ABLATABLE if m != keep)
+    else:
+        dropped = (rng.choice(ABLATABLE),)
+    encoded = without(sample.encoded, tuple(m for m in dropped if m != "subtitle"))
+    return encoded, None if "subtitle" in dropped else sample.subtitle
 
 
 def instruction_loss(model: EmotionLlama, batch: list[list], projected: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -358,13 +379,14 @@ def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
 
 
 def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: int,
-                     seed: int, label_share: float = 0.5) -> dict:
+                     seed: int, label_share: float = 0.5, modality_dropout: float = 0.0) -> dict:
     params = trainable_parameters(model)
     steps = stage_steps(len(samples), settings)
     step_with = optimiser(params, settings, steps, clip_norm=1.0)
     rng = random.Random(seed + stage)
     probe_rng = random.Random(seed)
-    probe = [conversation(s, "emotion" if i % 2 else "reason", probe_rng, stage) for i, s in enumerate(samples[:PROBE_SIZE])]
+    probe = [conversation(s, "emotion" if i % 2 else "reason", probe_rng, stage, s.subtitle)
+             for i, s in enumerate(samples[:PROBE_SIZE])]
 
     def probe_loss() -> torch.Tensor:
         return instruction_loss(model, probe, [model.project(s.encoded) for s in samples[:PROBE_SIZE]])
@@ -375,8 +397,9 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
     for _ in tqdm(range(steps), desc=f"instruction tuning, stage {stage}", unit="step"):
         chosen = rng.sample(samples, min(settings.batch_size, len(samples)))
         tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
-        batch = [conversation(s, t, rng, stage) for s, t in zip(chosen, tasks)]
-        projected = [model.project(s.encoded) for s in chosen]
+        inputs = [with_dropout(s, t, rng, modality_dropout) for s, t in zip(chosen, tasks)]
+        batch = [conversation(s, t, rng, stage, words) for s, t, (_, words) in zip(chosen, tasks, inputs)]
+        projected = [model.project(encoded) for encoded, _ in inputs]
         losses.append(step_with(instruction_loss(model, batch, projected)))
     after = _probe(model, probe_loss)
     for p in params:
@@ -454,7 +477,8 @@ def run(config: TrainConfig) -> dict:
         folder = stages / f"{stage + 1}_stage{stage}"
         if not (folder / "model.safetensors").exists():
             report[f"stage{stage}_loss"] = timed(
-                f"stage{stage}", lambda: instruction_tune(model, tuning, settings, stage, config.seed, share)
+                f"stage{stage}",
+                lambda: instruction_tune(model, tuning, settings, stage, config.seed, share, config.modality_dropout),
             )
             save_pretrained(model, folder)
         model = from_pretrained(folder)

@@ -29,6 +29,7 @@ def test_every_stage_runs_and_the_losses_fall(small_corpus, tmp_path):
         export=str(tmp_path / "export"),
         vocab_size=600,
         face_scale_factor=1.15,
+        modality_dropout=0.3,
         encoders=StageSettings(epochs=2, lr=3e-3, batch_size=10),
         language=StageSettings(epochs=8, lr=5e-3, batch_size=5),
         stage1=StageSettings(epochs=8, lr=5e-3, batch_size=5),
