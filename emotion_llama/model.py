@@ -32,7 +32,6 @@ from .encoders import ModalityEncoders
 from .prompts import Piece
 
 FEATURE_MODALITIES = ("face", "temporal", "audio")
-SLOT_KINDS = ("visual", "face", "temporal", "audio", "cls")
 
 
 @dataclass
