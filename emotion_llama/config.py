@@ -243,6 +243,9 @@ def official() -> EmotionLlamaConfig:
     )
 
 
+TINY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
     """Same classes as ``official`` with small widths; trains on a CPU in minutes."""
     return EmotionLlamaConfig(
@@ -291,6 +294,13 @@ def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
             do_stable_layer_norm=True,
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,
+            # No layer drop, dropout or time masking: a two-layer encoder trained from
+            # scratch for minutes underfits; HuBERT's regularisers only slow it down.
+            layerdrop=0.0,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            apply_spec_augment=False,
         ),
         llm=dict(
             vocab_size=vocab_size,
@@ -305,7 +315,9 @@ def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
             eos_token_id=2,
             tie_word_embeddings=False,
         ),
-        lora=LoraSettings(r=8, alpha=16, dropout=0.05),
+        # LoRA on every linear layer, not only q/v as in ``official``: the tiny LLM's frozen
+        # MLPs learned text alone, and fusing face and voice needs some capacity there.
+        lora=LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=TINY_LORA_TARGETS),
         global_pretrained_image_size=224,
     )
 

@@ -40,7 +40,7 @@ from .data.merr import Annotation, load_annotations
 from .errors import EmotionLlamaError
 from .features import FeatureStore
 from .model import EmotionLlama, EncodedClip, without
-from .prompts import REASON_INSTRUCTIONS, answer_pieces, first_turn, user_turn
+from .prompts import EMOTION_INSTRUCTION, REASON_INSTRUCTIONS, answer_pieces, first_turn, user_turn
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class TrainConfig:
     # default 1.05 and still finds every synthetic face; real footage wants 1.05.
     face_scale_factor: float = 1.05
     encoders: StageSettings = StageSettings(epochs=8, lr=2e-3, batch_size=32)
+    # Epochs per encoder, overriding ``encoders.epochs`` (the face and voice readers need
+    # the most; the global frame adds scene context the others lack).
+    encoder_epochs: dict[str, float] | None = None
     language: StageSettings = StageSettings(epochs=3, lr=3e-3, batch_size=32)
     stage1: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
     stage2: StageSettings = StageSettings(epochs=6, lr=1e-3, batch_size=16)
@@ -172,29 +175,34 @@ def load_prepared(cache: Path, ann: Annotation) -> PreparedClip:
 # -- stage 0b: encoder pretraining --------------------------------------------------------
 # Which annotated modality each encoder learns to read.
 ENCODER_TARGET = {"global": "face", "face": "face", "temporal": "face", "audio": "voice"}
-AUDIO_TRAIN_SAMPLES = 48_000  # 3 s windows, so a batch needs no padding
+AUDIO_TRAIN_SAMPLES = 32_000  # 2 s windows, so a batch needs no padding
+# Which cached arrays each encoder reads (the cache is loaded per encoder, not whole).
+ENCODER_INPUT = {"global": "global_frame", "face": "face_crops", "temporal": "face_sequence", "audio": "audio"}
 
 
-def _has_input(modality: str, clip: PreparedClip) -> bool:
-    return {"global": True, "face": len(clip.face_crops) > 0, "temporal": len(clip.face_sequence) > 0,
-            "audio": clip.has_audio}[modality]
+def _has_input(modality: str, array: np.ndarray) -> bool:
+    return modality == "global" or array.size > 0
 
 
-def _batch_features(model: EmotionLlama, modality: str, clips: list[PreparedClip], rng: random.Random) -> torch.Tensor:
-    """Pooled encoder features of a batch of clips, (batch, width), as ``encode`` pools them."""
-    enc = model.encoders
+def _batch_features(enc, modality: str, inputs: list[np.ndarray], rng: random.Random | None) -> torch.Tensor:
+    """Pooled encoder features of a batch of clips, (batch, width), as ``encode`` pools them.
+
+    ``enc`` is the ``ModalityEncoders``; audio is cut to random 2 s windows when ``rng``
+    is given (training) and read whole, one clip at a time, otherwise.
+    """
     if modality == "global":
-        pixels = torch.cat([enc.global_frame.preprocess(c.global_frame) for c in clips])
+        pixels = torch.cat([enc.global_frame.preprocess(x) for x in inputs])
         return enc.global_frame(pixels)[:, 1:].mean(dim=1)
     if modality == "face":
-        crops = [enc.face.preprocess(c.face_crops) for c in clips]
+        crops = [enc.face.preprocess(x) for x in inputs]
         frames = enc.face.frame_features(torch.cat(crops))
         return torch.stack([part.mean(dim=0) for part in frames.split([len(c) for c in crops])])
     if modality == "temporal":
-        return enc.temporal(torch.cat([enc.temporal.preprocess(c.face_sequence) for c in clips]))
+        return enc.temporal(torch.cat([enc.temporal.preprocess(x) for x in inputs]))
+    if rng is None:
+        return torch.cat([enc.audio(enc.audio.preprocess(wave)) for wave in inputs])
     windows = []
-    for clip in clips:
-        wave = clip.audio
+    for wave in inputs:
         if wave.size > AUDIO_TRAIN_SAMPLES:
             start = rng.randrange(wave.size - AUDIO_TRAIN_SAMPLES)
             wave = wave[start : start + AUDIO_TRAIN_SAMPLES]
@@ -202,36 +210,103 @@ def _batch_features(model: EmotionLlama, modality: str, clips: list[PreparedClip
     return enc.audio(torch.cat(windows))
 
 
-def pretrain_encoders(model: EmotionLlama, samples: list[tuple[Annotation, PreparedClip]], settings: StageSettings,
-                      seed: int) -> dict[str, float]:
-    """Each encoder learns to name the emotion its own modality shows; the heads are then
-    dropped and the encoders frozen. Returns each encoder's training accuracy (last fifth)."""
+@dataclass(frozen=True)
+class EncoderJob:
+    modality: str
+    config: dict
+    state: dict  # the encoder's initial weights
+    cache: str
+    train: list[tuple[str, int]]  # (clip name, target class)
+    val: list[tuple[str, int]]
+    settings: StageSettings
+    seed: int
+
+
+def _encoder_module(encoders, modality: str) -> nn.Module:
+    return {"global": encoders.global_frame, "face": encoders.face, "temporal": encoders.temporal,
+            "audio": encoders.audio}[modality]
+
+
+def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
+    """Train one encoder with a linear head (one process, one thread); returns its new
+    weights and its accuracy on the training batches (last fifth) and on held-out clips."""
+    from .config import EmotionLlamaConfig
+    from .encoders import ModalityEncoders
+
+    torch.set_num_threads(1)
+    torch.manual_seed(job.seed)
+    encoders = ModalityEncoders(EmotionLlamaConfig.from_dict(job.config))
+    encoder = _encoder_module(encoders, job.modality)
+    encoder.load_state_dict(job.state)
+    key = ENCODER_INPUT[job.modality]
+
+    def load(items):
+        out = []
+        for name, target in items:
+            array = np.load(Path(job.cache) / f"{name}.npz")[key]
+            if _has_input(job.modality, array):
+                out.append((array, target))
+        return out
+
+    train, val = load(job.train), load(job.val)
+    head = nn.Linear(encoders.feature_dims[job.modality], len(MERR_LABELS))
+    encoder.requires_grad_(True)
+    encoder.train()
+    rng = random.Random(job.seed)
+    steps = stage_steps(len(train), job.settings)
+    step_with = optimiser(list(encoder.parameters()) + list(head.parameters()), job.settings, steps)
+    correct = seen = 0
+    for step in tqdm(range(steps), desc=f"encoder {job.modality}", unit="step", position=None):
+        batch = rng.sample(train, min(job.settings.batch_size, len(train)))
+        logits = head(_batch_features(encoders, job.modality, [x for x, _ in batch], rng))
+        targets = torch.tensor([y for _, y in batch])
+        step_with(nn.functional.cross_entropy(logits, targets))
+        if step >= steps * 0.8:
+            correct += int((logits.argmax(-1) == targets).sum())
+            seen += len(batch)
+    encoder.eval()
+    encoder.requires_grad_(False)
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, len(val), job.settings.batch_size):
+            batch = val[start : start + job.settings.batch_size]
+            logits = head(_batch_features(encoders, job.modality, [x for x, _ in batch], None))
+            hits += int((logits.argmax(-1) == torch.tensor([y for _, y in batch])).sum())
+    accuracy = {"train": round(correct / max(seen, 1), 4), "val": round(hits / len(val), 4) if val else None}
+    return job.modality, encoder.state_dict(), accuracy
+
+
+def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache: Path, settings: StageSettings,
+                      seed: int, epochs: dict[str, float] | None = None, workers: int = 1) -> dict[str, dict]:
+    """Each encoder learns to name the emotion its own modality shows (a supervised
+    stand-in for the reference's MER2023-pretrained encoders); the heads are then dropped
+    and the encoders frozen. The four train in parallel processes, one thread each.
+    Clips of the ``val`` split are held out to measure each encoder's accuracy.
+    Returns ``{modality: {"train": acc, "val": acc}}``."""
     labels = {label: i for i, label in enumerate(MERR_LABELS)}
-    modules = {"global": model.encoders.global_frame, "face": model.encoders.face,
-               "temporal": model.encoders.temporal, "audio": model.encoders.audio}
+    jobs = []
+    # The slowest encoders first, so the pool's workers finish together.
+    for modality in ("audio", "face", "temporal", "global"):
+        target = ENCODER_TARGET[modality]
+        items = {"train": [], "val": []}
+        for ann in annotations:
+            if ann.modalities.get(target) in labels:
+                items["val" if ann.split == "val" else "train"].append((ann.name, labels[ann.modalities[target]]))
+        modality_settings = replace(settings, epochs=(epochs or {}).get(modality, settings.epochs))
+        module = _encoder_module(model.encoders, modality)
+        jobs.append(EncoderJob(modality, model.config.to_dict(), module.state_dict(), str(cache), items["train"],
+                               items["val"], modality_settings, seed))
     accuracy = {}
-    for modality, target in ENCODER_TARGET.items():
-        data = [(clip, labels[ann.modalities.get(target)]) for ann, clip in samples
-                if ann.modalities.get(target) in labels and _has_input(modality, clip)]
-        encoder = modules[modality]
-        head = nn.Linear(model.encoders.feature_dims[modality], len(labels))
-        encoder.requires_grad_(True)
-        encoder.train()
-        rng = random.Random(seed)
-        steps = stage_steps(len(data), settings)
-        step_with = optimiser(list(encoder.parameters()) + list(head.parameters()), settings, steps)
-        correct = seen = 0
-        for step in tqdm(range(steps), desc=f"encoder {modality}", unit="step"):
-            batch = rng.sample(data, min(settings.batch_size, len(data)))
-            logits = head(_batch_features(model, modality, [clip for clip, _ in batch], rng))
-            targets = torch.tensor([y for _, y in batch])
-            step_with(nn.functional.cross_entropy(logits, targets))
-            if step >= steps * 0.8:
-                correct += int((logits.argmax(-1) == targets).sum())
-                seen += len(batch)
-        encoder.requires_grad_(False)
-        encoder.eval()
-        accuracy[modality] = round(correct / max(seen, 1), 4)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_pretrain_encoder, jobs))
+    else:
+        results = [_pretrain_encoder(job) for job in jobs]
+    for modality, state, acc in results:
+        _encoder_module(model.encoders, modality).load_state_dict(state)
+        accuracy[modality] = acc
+    model.encoders.requires_grad_(False)
+    model.encoders.eval()
     return accuracy
 
 
@@ -243,11 +318,11 @@ def corpus_texts(annotations: list[Annotation]) -> list[str]:
     return texts
 
 
-def chat_text(ann: Annotation, rng: random.Random) -> str:
-    """A text-only rendering of the tuning conversations, for language pretraining."""
-    task, answer = rng.choice([("emotion", ann.label), ("reason", ann.coarse_caption), ("reason", ann.fine_reasoning)])
+def chat_text(ann: Annotation, task: str, rng: random.Random) -> str:
+    """A text-only rendering of a tuning conversation, for language pretraining."""
+    answer = ann.label if task == "emotion" else rng.choice([ann.coarse_caption, ann.fine_reasoning])
     subtitle = f"The person in video says: {ann.subtitle}. " if ann.subtitle else ""
-    instruction = rng.choice(REASON_INSTRUCTIONS) if task == "reason" else "Please determine which emotion label in the video represents: " + ", ".join(MERR_LABELS) + "."
+    instruction = rng.choice(REASON_INSTRUCTIONS) if task == "reason" else EMOTION_INSTRUCTION
     return f"[INST] <video></video> <feature></feature> {subtitle}[{task}] {instruction} [/INST] {answer}"
 
 
@@ -259,7 +334,10 @@ def pretrain_language(model: EmotionLlama, annotations: list[Annotation], settin
     for p in base_params:
         p.requires_grad_(True)
     rng = random.Random(seed)
-    texts = [chat_text(ann, rng) for ann in annotations]
+    # Every clip's label question (the words alone already hint at the label) and one of
+    # its explanations.
+    texts = [chat_text(ann, task, rng) for ann in annotations for task in ("emotion", "reason")]
+    rng.shuffle(texts)
     steps = stage_steps(len(texts), settings)
     step_with = optimiser(base_params, settings, steps)
 
@@ -449,10 +527,9 @@ def run(config: TrainConfig) -> dict:
         tokenizer = train_tokenizer(corpus_texts(annotations), vocab_size=config.vocab_size)
         model_config = replace(preset(config.preset), llm={**preset(config.preset).llm, "vocab_size": len(tokenizer)})
         model = EmotionLlama(model_config, tokenizer=tokenizer)
-        samples = [(ann, load_prepared(cache, ann)) for ann in annotations]
-        report["encoder_accuracy"] = timed("encoders", lambda: pretrain_encoders(model, samples, config.encoders, config.seed))
+        report["encoder_accuracy"] = timed("encoders", lambda: pretrain_encoders(
+            model, annotations, cache, config.encoders, config.seed, config.encoder_epochs, config.workers))
         save_pretrained(model, after_encoders)
-        del samples
     model = from_pretrained(after_encoders)
 
     features = FeatureStore(work / "features")
