@@ -143,7 +143,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     annotations, root = load_split(args.data, args.split)
     annotations = annotations[: args.limit] if args.limit else annotations
     engine = load_engine(args.weights, device=args.device)
-    feature_dir = Path(args.features) if args.features else root / "features" / engine.info["weights"].split()[0]
+    # Cached features belong to one set of encoders: the default folder is named after them.
+    default_dir = root / "features" / f"{engine.info['weights'].split()[0]}-{engine.model.encoder_fingerprint()}"
+    feature_dir = Path(args.features) if args.features else default_dir
     report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning)
     report["engine"] = engine.info
     if args.json:
@@ -206,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="which split to use (default: test; '' for all)")
     evaluate.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
     evaluate.add_argument("--device", default=None)
-    evaluate.add_argument("--features", help="where encoded clips are kept (default: DATA/features/...)")
+    evaluate.add_argument("--features", help="where encoded clips are kept (default: DATA/features/MODEL-HASH)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N clips")
     evaluate.add_argument("--ablate", action="store_true", help="each modality alone and all but one")
     evaluate.add_argument("--no-reasoning", action="store_true", help="skip generating reasoning")

@@ -17,6 +17,7 @@ checkpoints map onto this module with one rename (peft's adapter name).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from dataclasses import dataclass, field
 
@@ -109,6 +110,17 @@ class EmotionLlama(nn.Module):
         return get_peft_model(llm, peft_config)
 
     # -- parameter groups ------------------------------------------------------------
+    @torch.no_grad()
+    def encoder_fingerprint(self) -> str:
+        """A short hash of the encoders' weights (names, shapes and a few values of each),
+        so features cached by one set of encoders are never read for another."""
+        digest = hashlib.sha1()
+        for name, tensor in self.encoders.state_dict().items():
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            if tensor.device.type != "meta":
+                digest.update(tensor.flatten()[:64].float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
     def adapters(self) -> dict[str, nn.Linear]:
         return {
             "llama_proj": self.llama_proj,

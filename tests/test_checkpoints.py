@@ -232,3 +232,16 @@ def test_unreachable_source_gives_an_actionable_message(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="meta-llama/Llama-2-7b-chat-hf") as info:
         load_official(device="cpu", dtype=torch.float32, config=cfg)
     assert "environment variable" in str(info.value) or "HF_TOKEN" in str(info.value)
+
+
+def test_encoder_fingerprint_follows_the_encoders_only(tiny_model, tmp_path):
+    """Cached features are filed under this hash: it must change when any encoder does,
+    survive a save and load, and ignore the adapters and LoRA that tuning changes."""
+    same = from_pretrained(save_pretrained(tiny_model, tmp_path / "copy"))
+    assert same.encoder_fingerprint() == tiny_model.encoder_fingerprint()
+    with torch.no_grad():
+        same.llama_proj.weight.add_(1.0)
+    assert same.encoder_fingerprint() == tiny_model.encoder_fingerprint()
+    with torch.no_grad():
+        same.encoders.audio.hubert.encoder.layers[0].attention.q_proj.weight[0, 0] += 1.0
+    assert same.encoder_fingerprint() != tiny_model.encoder_fingerprint()
