@@ -294,13 +294,6 @@ def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
             do_stable_layer_norm=True,
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,
-            # No layer drop, dropout or time masking: a two-layer encoder trained from
-            # scratch for minutes underfits; HuBERT's regularisers only slow it down.
-            layerdrop=0.0,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            activation_dropout=0.0,
-            apply_spec_augment=False,
         ),
         llm=dict(
             vocab_size=vocab_size,
