@@ -8,6 +8,7 @@ loaded once at start-up; every request goes through ``Engine.analyze_iter`` or a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import threading
@@ -34,12 +35,16 @@ except ImportError:
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-# (clip, what the person says, task, free question)
-EXAMPLES = [
-    ("smile.mp4", "I can't believe it, we actually won!", "reason", ""),
-    ("still_face.mp4", "I'm fine, really. It's nothing.", "emotion", ""),
-    ("two_people.mp4", "", "free", "How many people are in the video, and who is speaking?"),
-]
+
+
+def _examples() -> list[dict]:
+    """The example clips (``examples/examples.json``) whose files are present."""
+    manifest = EXAMPLES_DIR / "examples.json"
+    entries = json.loads(manifest.read_text()) if manifest.is_file() else []
+    return [e for e in entries if (EXAMPLES_DIR / e["clip"]).is_file()]
+
+
+EXAMPLES = _examples()
 MAX_UPLOAD_MB = int(os.environ.get("EMOTION_LLAMA_MAX_UPLOAD_MB", "50"))
 CONCURRENCY = int(os.environ.get("EMOTION_LLAMA_CONCURRENCY", "2"))
 MAX_SECONDS = PrepareOptions().max_seconds
@@ -62,7 +67,7 @@ def _user_facing(error: BaseException) -> gr.Error:
 
 
 def build_demo(engine: Engine) -> gr.Blocks:
-    examples = [EXAMPLES_DIR / name for name, *_ in EXAMPLES if (EXAMPLES_DIR / name).is_file()]
+    examples = [EXAMPLES_DIR / e["clip"] for e in EXAMPLES]
     store = ui.UploadStore(gr.utils.get_upload_folder(), keep=examples)
 
     def analysis_events(video: str | None, subtitle: str | None, options) -> Iterator[Event | Analysis]:
@@ -242,10 +247,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
                         reset = gr.Button("Reset", scale=1, elem_id="chat-reset")
                     session = gr.State(None)
         gr.Examples(
-            [[str(EXAMPLES_DIR / name), words, tag, ask] for name, words, tag, ask in EXAMPLES
-             if (EXAMPLES_DIR / name).is_file()],
+            [[str(EXAMPLES_DIR / e["clip"]), e["subtitle"], e["task"], e["question"]] for e in EXAMPLES],
             inputs=[video, subtitle, task, question],
-            label="Examples (made for this demo: drawn faces and a tone)",
+            label="Examples (synthetic clips made for this demo: drawn faces, synthesised voices)",
         )
         gr.Markdown(ui.RESPONSIBLE_USE, elem_id="responsible-use")
 

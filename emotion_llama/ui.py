@@ -136,9 +136,9 @@ def engine_banner(info: dict[str, str]) -> str:
         )
     return (
         f"**Model: tiny Emotion-LLaMA ({weights})** ({where}). A few-million-parameter copy of the "
-        "architecture, trained in this repository on synthetic clips of drawn faces and tones. It can tell "
-        "apart the kinds of cues in that corpus; it cannot read real people's emotions or write real "
-        f"explanations. {how}"
+        "architecture, trained in this repository on synthetic clips of drawn faces and synthesised voices "
+        "(see docs/model_card.md). It reads the cues of that corpus, as in the examples below; on real "
+        f"people its labels and explanations mean nothing. {how}"
     )
 
 

@@ -1,30 +1,79 @@
-"""Make the example clips in this folder: drawn faces and a tone, encoded with the ffmpeg
-binary bundled in imageio-ffmpeg. Run from the repository root:
+"""Make the example clips in this folder and ``examples.json``. Run from the repository root:
 
     python examples/make_examples.py
+
+Eight clips come from the synthetic corpus generator (``python -m emotion_llama synth``)
+with seed 3000, which no training run uses: for each wanted kind (a label and a case, see
+``docs/synthetic_corpus.md``) the first clip of that kind, in the generator's order, that
+the shipped tiny model labels correctly. The model card says how often it is right on
+clips it was not picked for. ``two_people.mp4`` (two drawn faces and a tone) comes from
+``tests/media_factory.py`` and shows how the pipeline picks the person to follow.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.media_factory import expressive_face, make_face_clip, one_face, two_faces
+from emotion_llama.data.merr import Annotation  # noqa: E402
+from emotion_llama.data.synth import make_sample, plan_corpus  # noqa: E402
+from emotion_llama.pipeline import load_engine  # noqa: E402
+from tests.media_factory import make_face_clip, two_faces  # noqa: E402
 
-CLIPS = {
-    "smile.mp4": expressive_face(peak_start=1.0, peak_end=2.2),
-    "still_face.mp4": one_face(),
-    "two_people.mp4": two_faces(),
-}
+SEED, SEARCH = 3000, 400
+# (file name, label, case, words kind or None for any, task shown in the app)
+WANTED = [
+    ("happy.mp4", "happy", "congruent", None, "reason"),
+    ("sad.mp4", "sad", "congruent", None, "emotion"),
+    ("angry.mp4", "angry", "congruent", None, "reason"),
+    ("surprise.mp4", "surprise", "congruent", None, "emotion"),
+    ("worried_neutral_words.mp4", "worried", "neutral_words", None, "reason"),
+    ("contempt.mp4", "contempt", "congruent", None, "emotion"),
+    ("fear_silent.mp4", "fear", "no_audio", None, "emotion"),
+    ("ironic_angry.mp4", "angry", "conflict", "ironic", "reason"),
+]
 
 
 def main() -> None:
-    for name, script in CLIPS.items():
-        path = make_face_clip(HERE / name, script, seconds=3.0, fps=15)
-        print(f"{path.name}: {path.stat().st_size / 1024:.0f} KB")
+    engine = load_engine(device="cpu")
+    if "warning" in engine.info:
+        raise SystemExit("the trained tiny weights are missing: examples are picked with them")
+    manifest = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sub in ("videos", ".synth-tmp"):
+            (Path(tmp) / sub).mkdir()
+        plan = plan_corpus(SEARCH, SEED, tmp, split="test")
+        for name, label, case, words_kind, task in WANTED:
+            tried = 0
+            for sample in (t for t in plan if t.label == label and t.case == case):
+                record = make_sample(sample)["annotation"]
+                ann = Annotation.from_dict(record)
+                if words_kind and ann.meta.get("words_kind") != words_kind:
+                    continue
+                tried += 1
+                analysis = engine.analyze(Path(tmp) / ann.video, ann.subtitle)
+                if analysis.label == label:
+                    break
+            else:
+                raise SystemExit(f"no {label}/{case} clip among the first {SEARCH} that the model gets right")
+            shutil.copyfile(Path(tmp) / ann.video, HERE / name)
+            manifest.append({"clip": name, "subtitle": ann.subtitle or "", "task": task, "question": "",
+                             "label": label, "case": case, "source": f"synth seed {SEED}, clip {sample.index}",
+                             "candidates_tried": tried,
+                             "shows": ann.coarse_caption})
+            print(f"{name}: clip {sample.index} ({tried} tried), {ann.coarse_caption}")
+    make_face_clip(HERE / "two_people.mp4", two_faces(), seconds=3.0, fps=15)
+    manifest.append({"clip": "two_people.mp4", "subtitle": "", "task": "free",
+                     "question": "How many people are in the video, and who is speaking?", "label": None,
+                     "case": "two faces", "source": "tests/media_factory.py", "candidates_tried": None,
+                     "shows": "a large drawn face and a smaller second one, with a tone"})
+    (HERE / "examples.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from emotion_llama.errors import PromptError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-EXAMPLE = ROOT / "examples" / "smile.mp4"
+EXAMPLE = ROOT / "examples" / "happy.mp4"
 FAST = {"max_new_tokens": 6, "temperature": 0.0}
 JSON_KEYS = {
     "label", "probabilities", "answer", "task", "modality_attention", "span_attention", "modalities_present",
@@ -264,7 +264,7 @@ def test_banner_says_what_the_model_is_and_how_to_load_the_official_one():
     assert "untrained" in untrained and "EMOTION_LLAMA_WEIGHTS=official" in untrained and "HF_TOKEN" in untrained
     assert "EMOTION_LLAMA_CHECKPOINT" in untrained
     trained = engine_banner({"weights": "tiny", "device": "cpu", "dtype": "float32"})
-    assert "synthetic" in trained and "cannot" in trained
+    assert "synthetic" in trained and "model_card" in trained and "mean nothing" in trained
     assert "official weights" in engine_banner({"weights": "official", "device": "cuda", "dtype": "float16"})
 
 

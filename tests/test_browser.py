@@ -17,7 +17,7 @@ from emotion_llama.config import MER2023_LABELS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "smile.mp4"
+EXAMPLE = ROOT / "examples" / "happy.mp4"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run",
                  # A synthetic camera and microphone, allowed without a prompt, for the webcam test.
