@@ -28,7 +28,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 # Reference (peft 0.2.0) LoRA names -> today's peft names, which carry the adapter name.
-_LORA_RE = re.compile(r"^(llama_model\.base_model\.model\.model\.layers\.\d+\.self_attn\.[qv]_proj\.lora_[AB])\.weight$")
+# The reference tunes q_proj and v_proj; any attention or MLP projection maps the same way.
+_LORA_RE = re.compile(
+    r"^(llama_model\.base_model\.model\.model\.layers\.\d+\.(?:self_attn|mlp)\.[a-z]+_proj\.lora_[AB])\.weight$"
+)
 ADAPTER_PREFIXES = ("llama_proj.", "cls_tk_llama_proj.", "feats_llama_proj1.", "feats_llama_proj2.", "feats_llama_proj3.")
 IGNORED_PREFIXES = ("attention.",)
 
