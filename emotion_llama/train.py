@@ -184,37 +184,37 @@ def _has_input(modality: str, array: np.ndarray) -> bool:
     return modality == "global" or array.size > 0
 
 
-def _batch_features(enc, modality: str, inputs: list[np.ndarray], rng: random.Random | None) -> torch.Tensor:
-    """Pooled encoder features of a batch of clips, (batch, width), as ``encode`` pools them.
-
-    ``enc`` is the ``ModalityEncoders``; audio is cut to random 2 s windows when ``rng``
-    is given (training) and read whole, one clip at a time, otherwise.
+def _batch_features(encoder: nn.Module, modality: str, inputs: list[np.ndarray],
+                    rng: random.Random | None) -> torch.Tensor:
+    """Pooled features of a batch of clips from one encoder, (batch, width), as ``encode``
+    pools them. Audio is cut to random 2 s windows when ``rng`` is given (training) and
+    read whole, one clip at a time, otherwise.
     """
     if modality == "global":
-        pixels = torch.cat([enc.global_frame.preprocess(x) for x in inputs])
-        return enc.global_frame(pixels)[:, 1:].mean(dim=1)
+        return encoder(torch.cat([encoder.preprocess(x) for x in inputs]))[:, 1:].mean(dim=1)
     if modality == "face":
-        crops = [enc.face.preprocess(x) for x in inputs]
-        frames = enc.face.frame_features(torch.cat(crops))
+        crops = [encoder.preprocess(x) for x in inputs]
+        frames = encoder.frame_features(torch.cat(crops))
         return torch.stack([part.mean(dim=0) for part in frames.split([len(c) for c in crops])])
     if modality == "temporal":
-        return enc.temporal(torch.cat([enc.temporal.preprocess(x) for x in inputs]))
+        return encoder(torch.cat([encoder.preprocess(x) for x in inputs]))
     if rng is None:
-        return torch.cat([enc.audio(enc.audio.preprocess(wave)) for wave in inputs])
+        return torch.cat([encoder(encoder.preprocess(wave)) for wave in inputs])
     windows = []
     for wave in inputs:
         if wave.size > AUDIO_TRAIN_SAMPLES:
             start = rng.randrange(wave.size - AUDIO_TRAIN_SAMPLES)
             wave = wave[start : start + AUDIO_TRAIN_SAMPLES]
-        windows.append(enc.audio.preprocess(np.pad(wave, (0, AUDIO_TRAIN_SAMPLES - wave.size))))
-    return enc.audio(torch.cat(windows))
+        windows.append(encoder.preprocess(np.pad(wave, (0, AUDIO_TRAIN_SAMPLES - wave.size))))
+    return encoder(torch.cat(windows))
 
 
 @dataclass(frozen=True)
 class EncoderJob:
     modality: str
-    config: dict
-    state: dict  # the encoder's initial weights
+    config: dict  # the model's config: the worker builds only this job's encoder from it
+    state: dict  # the encoder's initial weights (a module with weight norm cannot be pickled)
+    width: int  # its feature width
     cache: str
     train: list[tuple[str, int]]  # (clip name, target class)
     val: list[tuple[str, int]]
@@ -227,16 +227,20 @@ def _encoder_module(encoders, modality: str) -> nn.Module:
             "audio": encoders.audio}[modality]
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
 def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
-    """Train one encoder with a linear head (one process, one thread); returns its new
+    """Train one encoder with a linear head (in a worker process); returns its new
     weights and its accuracy on the training batches (last fifth) and on held-out clips."""
     from .config import EmotionLlamaConfig
-    from .encoders import ModalityEncoders
+    from .encoders import FaceEncoder, FaceSequenceEncoder, GlobalFrameEncoder, SpeechEncoder
 
-    torch.set_num_threads(1)
     torch.manual_seed(job.seed)
-    encoders = ModalityEncoders(EmotionLlamaConfig.from_dict(job.config))
-    encoder = _encoder_module(encoders, job.modality)
+    kind = {"global": GlobalFrameEncoder, "face": FaceEncoder, "temporal": FaceSequenceEncoder,
+            "audio": SpeechEncoder}[job.modality]
+    encoder = kind(EmotionLlamaConfig.from_dict(job.config))
     encoder.load_state_dict(job.state)
     key = ENCODER_INPUT[job.modality]
 
@@ -249,16 +253,16 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
         return out
 
     train, val = load(job.train), load(job.val)
-    head = nn.Linear(encoders.feature_dims[job.modality], len(MERR_LABELS))
+    head = nn.Linear(job.width, len(MERR_LABELS))
     encoder.requires_grad_(True)
     encoder.train()
     rng = random.Random(job.seed)
     steps = stage_steps(len(train), job.settings)
     step_with = optimiser(list(encoder.parameters()) + list(head.parameters()), job.settings, steps)
     correct = seen = 0
-    for step in tqdm(range(steps), desc=f"encoder {job.modality}", unit="step", position=None):
+    for step in tqdm(range(steps), desc=f"encoder {job.modality}", unit="step"):
         batch = rng.sample(train, min(job.settings.batch_size, len(train)))
-        logits = head(_batch_features(encoders, job.modality, [x for x, _ in batch], rng))
+        logits = head(_batch_features(encoder, job.modality, [x for x, _ in batch], rng))
         targets = torch.tensor([y for _, y in batch])
         step_with(nn.functional.cross_entropy(logits, targets))
         if step >= steps * 0.8:
@@ -270,7 +274,7 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
     with torch.no_grad():
         for start in range(0, len(val), job.settings.batch_size):
             batch = val[start : start + job.settings.batch_size]
-            logits = head(_batch_features(encoders, job.modality, [x for x, _ in batch], None))
+            logits = head(_batch_features(encoder, job.modality, [x for x, _ in batch], None))
             hits += int((logits.argmax(-1) == torch.tensor([y for _, y in batch])).sum())
     accuracy = {"train": round(correct / max(seen, 1), 4), "val": round(hits / len(val), 4) if val else None}
     return job.modality, encoder.state_dict(), accuracy
@@ -293,12 +297,12 @@ def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache:
             if ann.modalities.get(target) in labels:
                 items["val" if ann.split == "val" else "train"].append((ann.name, labels[ann.modalities[target]]))
         modality_settings = replace(settings, epochs=(epochs or {}).get(modality, settings.epochs))
-        module = _encoder_module(model.encoders, modality)
-        jobs.append(EncoderJob(modality, model.config.to_dict(), module.state_dict(), str(cache), items["train"],
-                               items["val"], modality_settings, seed))
+        jobs.append(EncoderJob(modality, model.config.to_dict(), _encoder_module(model.encoders, modality).state_dict(),
+                               model.encoders.feature_dims[modality], str(cache), items["train"], items["val"],
+                               modality_settings, seed))
     accuracy = {}
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
             results = list(pool.map(_pretrain_encoder, jobs))
     else:
         results = [_pretrain_encoder(job) for job in jobs]
