@@ -146,7 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # Cached features belong to one set of encoders: the default folder is named after them.
     default_dir = root / "features" / f"{engine.info['weights'].split()[0]}-{engine.model.encoder_fingerprint()}"
     feature_dir = Path(args.features) if args.features else default_dir
-    report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning)
+    report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning,
+                      single_turn_reasoning=args.single_turn_reasoning)
     report["engine"] = engine.info
     if args.json:
         print(json.dumps(report, indent=2))
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N clips")
     evaluate.add_argument("--ablate", action="store_true", help="each modality alone and all but one")
     evaluate.add_argument("--no-reasoning", action="store_true", help="skip generating reasoning")
+    evaluate.add_argument("--single-turn-reasoning", action="store_true",
+                          help="ask for the reasoning in one turn (the paper's protocol) instead of as a "
+                               "follow-up to the label answer (the app's)")
     evaluate.add_argument("--markdown", help="also write the Markdown table to this file")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)

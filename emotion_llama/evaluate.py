@@ -31,7 +31,7 @@ from .errors import EmotionLlamaError
 from .features import FeatureStore
 from .model import without
 from .pipeline import AnalysisOptions, Engine
-from .prompts import first_turn, user_turn
+from .prompts import first_turn, reason_after_label, user_turn
 
 MODALITIES = ("global", "face", "temporal", "audio", "subtitle")
 REASON_SETTINGS = GenerationSettings(do_sample=False, max_new_tokens=200)
@@ -83,7 +83,14 @@ def evaluate(
     labels: tuple[str, ...] = MERR_LABELS,
     ablate: bool = False,
     reasoning: bool = True,
+    single_turn_reasoning: bool = False,
 ) -> dict:
+    """Label metrics (with ``ablate``, for every modality variant) and reasoning scores.
+
+    The reasoning is asked as the app asks it: a follow-up to the label answer
+    (``prompts.reason_after_label``); ``single_turn_reasoning`` asks it in one turn
+    instead, as the paper's evaluation does.
+    """
     store = FeatureStore(feature_dir)
     model = engine.model
     variants = ablation_variants() if ablate else {"all": ()}
@@ -112,13 +119,17 @@ def evaluate(
         results.append(ClipResult(ann.name, ann.label, per_variant))
         if reasoning and ann.clues:
             projected = model.project(stored.encoded)
-            sequence = model.assemble(first_turn(user_turn("reason", subtitle=stored.subtitle)), projected)
+            answer = max(per_variant["all"], key=per_variant["all"].get)
+            if single_turn_reasoning:
+                prompt = first_turn(user_turn("reason", subtitle=stored.subtitle))
+            else:
+                prompt = reason_after_label(answer, subtitle=stored.subtitle, labels=labels)
+            sequence = model.assemble(prompt, projected)
             text = model.tokenizer.decode(model.generate(sequence, REASON_SETTINGS), skip_special_tokens=True)
             true_clues = {c for cs in ann.clues.values() for c in cs}
             mentioned = {c for cs in find_clues(text, clue_vocabulary()).values() for c in cs}
             if true_clues:
                 clue_recall.append(len(true_clues & mentioned) / len(true_clues))
-            answer = max(per_variant["all"], key=per_variant["all"].get)
             agreement.append(argued_label(text, labels) == answer)
 
     if not results:
@@ -141,6 +152,7 @@ def evaluate(
             "clue_recall": round(float(np.mean(clue_recall)), 4),
             "label_agreement": round(float(np.mean(agreement)), 4),
             "n": len(clue_recall),
+            "prompt": "single turn" if single_turn_reasoning else "follow-up to the label answer",
         }
     return report
 
@@ -158,7 +170,7 @@ def markdown(report: dict) -> str:
     if "reasoning" in report:
         r = report["reasoning"]
         lines += ["", f"Reasoning: clue recall {r['clue_recall']:.4f}, label agreement {r['label_agreement']:.4f} "
-                      f"over {r['n']} clips"]
+                      f"over {r['n']} clips ({r.get('prompt', 'single turn')})"]
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from .explain import (
     visual_heatmap,
 )
 from .model import AssembledSequence, EmotionLlama, EncodedClip
-from .prompts import TASKS, Piece, answer_pieces, first_turn, later_turn, user_turn
+from .prompts import TASKS, Piece, answer_pieces, as_history, first_turn, later_turn, reason_after_label, user_turn
 
 TINY_WEIGHTS = Path(__file__).parent / "weights" / "tiny"
 GREEDY = GenerationSettings(do_sample=False)
@@ -50,6 +50,9 @@ class AnalysisOptions:
     demo_parity: bool = False
     frame_choice: str = "peak"  # peak, middle or first
     explain: bool = True  # attention shares and heatmap (one extra forward pass)
+    # ``reason``: ask for the reasoning as a follow-up to the label answer, so the two
+    # agree (False: one turn, as the paper's evaluation and the reference demo ask it).
+    reason_follows_label: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -216,10 +219,14 @@ class Engine:
         yield Event("stage", "writing the answer")
         start = time.perf_counter()
         rng = random.Random(options.generation.seed)
-        prompt = first_turn(
-            user_turn(options.task, subtitle=words, question=options.question, labels=options.labels, rng=rng),
-            demo_parity=options.demo_parity,
-        )
+        label = max(probabilities, key=probabilities.get)
+        if options.task == "reason" and options.reason_follows_label and not options.demo_parity:
+            prompt = reason_after_label(label, subtitle=words, labels=options.labels, rng=rng)
+        else:
+            prompt = first_turn(
+                user_turn(options.task, subtitle=words, question=options.question, labels=options.labels, rng=rng),
+                demo_parity=options.demo_parity,
+            )
         answer = ""
         for answer in self.stream(self.model.assemble(prompt, projected), options.generation):
             yield Event("text", answer)
@@ -248,7 +255,7 @@ class Engine:
         if not words:
             filled["subtitle"] = "left out" if "subtitle" in options.leave_out else "none"
         yield Analysis(
-            label=max(probabilities, key=probabilities.get),
+            label=label,
             probabilities=probabilities,
             answer=answer,
             task=options.task,
@@ -290,9 +297,9 @@ class ChatSession:
         while True:
             pieces = first_turn(turns[0][0] if turns else user, demo_parity=self.options.demo_parity)
             if turns:
-                pieces = _as_history(pieces) + answer_pieces(turns[0][1], kind="history", close=True)
+                pieces = as_history(pieces) + answer_pieces(turns[0][1], kind="history", close=True)
                 for old_user, old_answer in turns[1:]:
-                    pieces += _as_history(later_turn(old_user)) + answer_pieces(old_answer, kind="history", close=True)
+                    pieces += as_history(later_turn(old_user)) + answer_pieces(old_answer, kind="history", close=True)
                 pieces += later_turn(user)
             sequence_length = len(self.engine.model.assemble(pieces, self.projected))
             if sequence_length <= cap or len(turns) <= 1:
@@ -315,11 +322,6 @@ class ChatSession:
 
     def reset(self) -> None:
         self.turns.clear()
-
-
-def _as_history(pieces: list[Piece]) -> list[Piece]:
-    """Earlier turns: the user's words become ``history`` (subtitle and slots keep their kind)."""
-    return [replace(p, kind="history") if p.kind == "instruction" else p for p in pieces]
 
 
 def _file_digest(path: str | Path) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import MERR_LABELS
 from .errors import PromptError
@@ -186,3 +186,32 @@ def answer_pieces(answer: str, *, kind: str = "answer", close: bool = False) -> 
     if close:
         pieces.append(Piece("eos", slot=True))
     return pieces
+
+
+def as_history(pieces: list[Piece]) -> list[Piece]:
+    """Earlier turns: the user's words become ``history`` (subtitle and slots keep their kind)."""
+    return [replace(p, kind="history") if p.kind == "instruction" else p for p in pieces]
+
+
+def reason_after_label(
+    label: str,
+    *,
+    subtitle: str | None,
+    labels: tuple[str, ...] | None = None,
+    question: str | None = None,
+    rng: random.Random | None = None,
+    label_kind: str = "history",
+) -> list[Piece]:
+    """A two-turn chat whose second turn asks for the reasoning behind the first turn's
+    label answer: ``[emotion]`` question, ``label``, then ``[reason]`` question.
+
+    The app shows the label and the reasoning side by side; asking for the reasoning as a
+    follow-up to the label (as a user who asks "why?" would) keeps the two consistent.
+    ``label_kind="answer"`` makes the label a training target too.
+    """
+    first = first_turn(user_turn("emotion", subtitle=subtitle, labels=labels))
+    return (
+        as_history(first)
+        + answer_pieces(label, kind=label_kind, close=True)
+        + later_turn(user_turn("reason", subtitle=None, question=question, rng=rng))
+    )

@@ -59,7 +59,7 @@ ATTENTION_NAMES = {
     "subtitle": "subtitle",
     "instruction": "question",
     "template": "prompt",
-    "history": "history",
+    "history": "earlier turns",  # in a chat, or the label answer a reasoning follows
 }
 
 

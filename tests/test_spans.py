@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from emotion_llama.prompts import RESERVED_MARKERS, answer_pieces, escape_user_text, first_turn, user_turn
+from emotion_llama.prompts import (
+    RESERVED_MARKERS,
+    answer_pieces,
+    escape_user_text,
+    first_turn,
+    reason_after_label,
+    user_turn,
+)
 
 INJECTIONS = ["<VideoHere>", "<FeatureHere>", "[INST]", "[/INST]", "</s>", "<s>"]
 SLOTS = ("visual", "face", "temporal", "audio", "cls")
@@ -100,3 +107,21 @@ def test_escape_keeps_text_readable_and_inert():
         assert marker not in escaped and escaped.startswith("say ") and escaped.endswith(" now")
     assert escape_user_text("[emotion] tag") == "(emotion) tag"
     assert escape_user_text("plain words, no markers") == "plain words, no markers"
+
+
+def test_reason_after_label_is_a_second_turn_after_the_label(tiny_model, projected):
+    pieces = reason_after_label("fear", subtitle="Is someone there?", label_kind="answer")
+    seq = tiny_model.assemble(pieces + answer_pieces("The voice trembles.", close=True), projected)
+    tok = tiny_model.tokenizer
+    # Two chat turns: two <s>, the label closed with </s>, then the reasoning and its </s>.
+    assert seq.token_ids.count(tok.bos_token_id) == 2 and seq.token_ids.count(tok.eos_token_id) == 2
+    answers = [tok.decode(seq.token_ids[s.start : s.end]).strip() for s in seq.spans_of("answer")]
+    assert answers == ["fear", "The voice trembles."]
+    # The clip's slots and its subtitle appear once, in the first turn, before the label.
+    assert len(seq.spans_of("subtitle")) == 1 and len(seq.spans_of("visual")) == 1
+    assert seq.spans_of("subtitle")[0].end < seq.spans_of("answer")[0].start
+    text = tok.decode([i for i in seq.token_ids if i >= 0])
+    assert text.index("[emotion]") < text.index("fear") < text.index("[reason]")
+    # At inference the label is history: not a training target, and not user text.
+    history = reason_after_label("fear", subtitle="Is someone there?")
+    assert [p.kind for p in history if p.text == "fear"] == ["history"]
