@@ -5,9 +5,10 @@ writes its result into the work folder and is skipped when that result exists, s
 interrupted run resumes where it stopped.
 
 0. ``prepare``: decode every clip once (faces, crops, audio) into a cache.
-   ``encoders``: pretrain the encoders (each predicts the emotion its own modality shows,
-   a supervised stand-in for the reference's MER2023-pretrained MAE / VideoMAE / HuBERT),
-   then freeze them and ``extract`` features into the reference layout.
+   ``encoders``: pretrain the encoders (each predicts the emotion its own modality shows and
+   the clues annotated for it, a supervised stand-in for the reference's MER2023-pretrained
+   MAE / VideoMAE / HuBERT), then freeze them and ``extract`` features into the reference
+   layout.
 1. ``tokenizer`` + ``language``: train a tokenizer and pretrain the LLM as a language
    model on the corpus text (the stand-in for LLaMA-2's pretraining).
 2. ``stage1``: instruction tuning on labels (``[emotion]``) and coarse captions
@@ -36,11 +37,11 @@ from tqdm import tqdm
 
 from .clip import PreparedClip, Subtitle
 from .config import MERR_LABELS, EmotionLlamaConfig, preset
-from .data.merr import Annotation, load_annotations
+from .data.merr import Annotation, clue_vocabulary, load_annotations
 from .errors import EmotionLlamaError
 from .features import FeatureStore
 from .model import EmotionLlama, EncodedClip, without
-from .prompts import EMOTION_INSTRUCTION, REASON_INSTRUCTIONS, answer_pieces, first_turn, user_turn
+from .prompts import EMOTION_INSTRUCTION, REASON_INSTRUCTIONS, answer_pieces, first_turn, reason_after_label, user_turn
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ class TrainConfig:
     # Epochs per encoder, overriding ``encoders.epochs`` (the face and voice readers need
     # the most; the global frame adds scene context the others lack).
     encoder_epochs: dict[str, float] | None = None
+    # Weight, per encoder, of a second loss: predicting which of its modality's annotated
+    # clues a clip shows (multi-label; prosody and voice quality for the speech encoder,
+    # action units for the visual ones). A label lumps look-alike voices together; the
+    # clues say what to listen for. Measured on the speech encoder it helped (held-out
+    # accuracy 0.33 -> 0.38); on the visual encoders it did not, so they have none.
+    encoder_clue_weight: dict[str, float] | None = None
     language: StageSettings = StageSettings(epochs=3, lr=3e-3, batch_size=32)
     stage1: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
     stage2: StageSettings = StageSettings(epochs=6, lr=1e-3, batch_size=16)
@@ -76,6 +83,14 @@ class TrainConfig:
     # them): half keep one modality only, half drop one. Teaches the model to answer from
     # partial evidence and makes the modality ablation meaningful.
     modality_dropout: float = 0.0
+    # Share of label questions asked without the subtitle. The words decide most clips, so
+    # without this the model leans on them and learns little of reading face and voice,
+    # which is what the clips whose words mislead (``conflict``) need.
+    subtitle_dropout: float = 0.0
+    # Share of stage-2 reasoning questions asked as a follow-up to the label answer (the
+    # app's layout, see ``prompts.reason_after_label``); the rest are single-turn, as in
+    # the paper. Stage 1's coarse captions name no label, so they stay single-turn.
+    follow_up_share: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -216,10 +231,12 @@ class EncoderJob:
     state: dict  # the encoder's initial weights (a module with weight norm cannot be pickled)
     width: int  # its feature width
     cache: str
-    train: list[tuple[str, int]]  # (clip name, target class)
-    val: list[tuple[str, int]]
+    train: list[tuple[str, int, tuple[int, ...]]]  # (clip name, target class, indices of its clues)
+    val: list[tuple[str, int, tuple[int, ...]]]
     settings: StageSettings
     seed: int
+    n_clues: int = 0  # size of the modality's clue vocabulary; 0: no clue targets
+    clue_weight: float = 0.0  # weight of the clue loss against the label's
 
 
 def _encoder_module(encoders, modality: str) -> nn.Module:
@@ -246,14 +263,17 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
 
     def load(items):
         out = []
-        for name, target in items:
+        for name, target, clues in items:
             array = np.load(Path(job.cache) / f"{name}.npz")[key]
             if _has_input(job.modality, array):
-                out.append((array, target))
+                hot = torch.zeros(job.n_clues)
+                hot[list(clues)] = 1.0
+                out.append((array, target, hot))
         return out
 
     train, val = load(job.train), load(job.val)
-    head = nn.Linear(job.width, len(MERR_LABELS))
+    n_labels = len(MERR_LABELS)
+    head = nn.Linear(job.width, n_labels + job.n_clues)
     encoder.requires_grad_(True)
     encoder.train()
     rng = random.Random(job.seed)
@@ -262,9 +282,13 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
     correct = seen = 0
     for step in tqdm(range(steps), desc=f"encoder {job.modality}", unit="step"):
         batch = rng.sample(train, min(job.settings.batch_size, len(train)))
-        logits = head(_batch_features(encoder, job.modality, [x for x, _ in batch], rng))
-        targets = torch.tensor([y for _, y in batch])
-        step_with(nn.functional.cross_entropy(logits, targets))
+        out = head(_batch_features(encoder, job.modality, [x for x, _, _ in batch], rng))
+        logits, targets = out[:, :n_labels], torch.tensor([y for _, y, _ in batch])
+        loss = nn.functional.cross_entropy(logits, targets)
+        if job.n_clues:
+            clues = torch.stack([hot for _, _, hot in batch])
+            loss = loss + job.clue_weight * nn.functional.binary_cross_entropy_with_logits(out[:, n_labels:], clues)
+        step_with(loss)
         if step >= steps * 0.8:
             correct += int((logits.argmax(-1) == targets).sum())
             seen += len(batch)
@@ -274,32 +298,42 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
     with torch.no_grad():
         for start in range(0, len(val), job.settings.batch_size):
             batch = val[start : start + job.settings.batch_size]
-            logits = head(_batch_features(encoder, job.modality, [x for x, _ in batch], None))
-            hits += int((logits.argmax(-1) == torch.tensor([y for _, y in batch])).sum())
+            logits = head(_batch_features(encoder, job.modality, [x for x, _, _ in batch], None))[:, :n_labels]
+            hits += int((logits.argmax(-1) == torch.tensor([y for _, y, _ in batch])).sum())
     accuracy = {"train": round(correct / max(seen, 1), 4), "val": round(hits / len(val), 4) if val else None}
     return job.modality, encoder.state_dict(), accuracy
 
 
 def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache: Path, settings: StageSettings,
-                      seed: int, epochs: dict[str, float] | None = None, workers: int = 1) -> dict[str, dict]:
+                      seed: int, epochs: dict[str, float] | None = None, workers: int = 1,
+                      clue_weights: dict[str, float] | None = None) -> dict[str, dict]:
     """Each encoder learns to name the emotion its own modality shows (a supervised
-    stand-in for the reference's MER2023-pretrained encoders); the heads are then dropped
+    stand-in for the reference's MER2023-pretrained encoders) and, where ``clue_weights``
+    gives it a weight, which of its modality's annotated clues the clip shows (see
+    ``TrainConfig.encoder_clue_weight``); the heads are then dropped
     and the encoders frozen. The four train in parallel processes, one thread each.
     Clips of the ``val`` split are held out to measure each encoder's accuracy.
     Returns ``{modality: {"train": acc, "val": acc}}``."""
     labels = {label: i for i, label in enumerate(MERR_LABELS)}
+    vocabulary = clue_vocabulary()
     jobs = []
     # The slowest encoders first, so the pool's workers finish together.
     for modality in ("audio", "face", "temporal", "global"):
         target = ENCODER_TARGET[modality]
+        # Clue targets only where asked for and the annotations have them (MERR-style data does).
+        clue_weight = (clue_weights or {}).get(modality, 0.0)
+        annotated = clue_weight > 0 and any(ann.clues.get(target) for ann in annotations)
+        clue_index = {clue: i for i, clue in enumerate(vocabulary[target])} if annotated else {}
         items = {"train": [], "val": []}
         for ann in annotations:
             if ann.modalities.get(target) in labels:
-                items["val" if ann.split == "val" else "train"].append((ann.name, labels[ann.modalities[target]]))
+                clues = tuple(clue_index[c] for c in ann.clues.get(target, []) if c in clue_index)
+                items["val" if ann.split == "val" else "train"].append(
+                    (ann.name, labels[ann.modalities[target]], clues))
         modality_settings = replace(settings, epochs=(epochs or {}).get(modality, settings.epochs))
         jobs.append(EncoderJob(modality, model.config.to_dict(), _encoder_module(model.encoders, modality).state_dict(),
                                model.encoders.feature_dims[modality], str(cache), items["train"], items["val"],
-                               modality_settings, seed))
+                               modality_settings, seed, len(clue_index), clue_weight))
     accuracy = {}
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
@@ -386,20 +420,31 @@ class TuningSample:
 ABLATABLE = ("global", "face", "temporal", "audio", "subtitle")
 
 
-def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int, subtitle: str | None = None):
+def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int, subtitle: str | None = None,
+                 follow_up: float = 0.0):
+    """One training conversation. A ``follow_up`` share of reasoning questions come as the
+    second turn after the label answer (both answers are targets), as the app asks them."""
     ann = sample.annotation
     if task == "emotion":
-        answer = ann.label
+        return first_turn(user_turn(task, subtitle=subtitle, rng=rng)) + answer_pieces(ann.label, close=True)
+    answer = ann.coarse_caption if stage == 1 else ann.fine_reasoning
+    if rng.random() < follow_up:
+        prompt = reason_after_label(ann.label, subtitle=subtitle, rng=rng, label_kind="answer")
     else:
-        answer = ann.coarse_caption if stage == 1 else ann.fine_reasoning
-    prompt = first_turn(user_turn(task, subtitle=subtitle, rng=rng))
+        prompt = first_turn(user_turn(task, subtitle=subtitle, rng=rng))
     return prompt + answer_pieces(answer, close=True)
 
 
-def with_dropout(sample: TuningSample, task: str, rng: random.Random, share: float) -> tuple[EncodedClip, str | None]:
-    """The sample's inputs, some modalities left out for a ``share`` of label questions.
-    Reasoning answers cite every modality, so they always see all of them."""
-    if task != "emotion" or rng.random() >= share:
+def with_dropout(sample: TuningSample, task: str, rng: random.Random, share: float,
+                 subtitle_share: float = 0.0) -> tuple[EncodedClip, str | None]:
+    """The sample's inputs, some modalities left out for a ``share`` of label questions
+    and the subtitle alone for a further ``subtitle_share``. Reasoning answers cite every
+    modality, so they always see all of them."""
+    if task != "emotion":
+        return sample.encoded, sample.subtitle
+    if rng.random() >= share:
+        if subtitle_share and rng.random() < subtitle_share:
+            return sample.encoded, None
         return sample.encoded, sample.subtitle
     if rng.random() < 0.5:
         keep = rng.choice(ABLATABLE)
@@ -461,7 +506,8 @@ def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
 
 
 def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: int,
-                     seed: int, label_share: float = 0.5, modality_dropout: float = 0.0) -> dict:
+                     seed: int, label_share: float = 0.5, modality_dropout: float = 0.0, follow_up: float = 0.0,
+                     subtitle_dropout: float = 0.0) -> dict:
     params = trainable_parameters(model)
     steps = stage_steps(len(samples), settings)
     step_with = optimiser(params, settings, steps, clip_norm=1.0)
@@ -479,8 +525,8 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
     for _ in tqdm(range(steps), desc=f"instruction tuning, stage {stage}", unit="step"):
         chosen = rng.sample(samples, min(settings.batch_size, len(samples)))
         tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
-        inputs = [with_dropout(s, t, rng, modality_dropout) for s, t in zip(chosen, tasks)]
-        batch = [conversation(s, t, rng, stage, words) for s, t, (_, words) in zip(chosen, tasks, inputs)]
+        inputs = [with_dropout(s, t, rng, modality_dropout, subtitle_dropout) for s, t in zip(chosen, tasks)]
+        batch = [conversation(s, t, rng, stage, words, follow_up) for s, t, (_, words) in zip(chosen, tasks, inputs)]
         projected = [model.project(encoded) for encoded, _ in inputs]
         losses.append(step_with(instruction_loss(model, batch, projected)))
     after = _probe(model, probe_loss)
@@ -532,7 +578,8 @@ def run(config: TrainConfig) -> dict:
         model_config = replace(preset(config.preset), llm={**preset(config.preset).llm, "vocab_size": len(tokenizer)})
         model = EmotionLlama(model_config, tokenizer=tokenizer)
         report["encoder_accuracy"] = timed("encoders", lambda: pretrain_encoders(
-            model, annotations, cache, config.encoders, config.seed, config.encoder_epochs, config.workers))
+            model, annotations, cache, config.encoders, config.seed, config.encoder_epochs, config.workers,
+            config.encoder_clue_weight))
         save_pretrained(model, after_encoders)
     model = from_pretrained(after_encoders)
 
@@ -559,7 +606,8 @@ def run(config: TrainConfig) -> dict:
         if not (folder / "model.safetensors").exists():
             report[f"stage{stage}_loss"] = timed(
                 f"stage{stage}",
-                lambda: instruction_tune(model, tuning, settings, stage, config.seed, share, config.modality_dropout),
+                lambda: instruction_tune(model, tuning, settings, stage, config.seed, share, config.modality_dropout,
+                                         config.follow_up_share if stage == 2 else 0.0, config.subtitle_dropout),
             )
             save_pretrained(model, folder)
         model = from_pretrained(folder)

@@ -30,6 +30,9 @@ def test_every_stage_runs_and_the_losses_fall(small_corpus, tmp_path):
         vocab_size=600,
         face_scale_factor=1.15,
         modality_dropout=0.3,
+        follow_up_share=0.5,
+        subtitle_dropout=0.2,
+        encoder_clue_weight={"audio": 4.0, "face": 1.0},
         encoders=StageSettings(epochs=2, lr=3e-3, batch_size=10),
         language=StageSettings(epochs=8, lr=5e-3, batch_size=5),
         stage1=StageSettings(epochs=8, lr=5e-3, batch_size=5),
@@ -60,3 +63,19 @@ def test_every_stage_runs_and_the_losses_fall(small_corpus, tmp_path):
     assert any("mlp" in k for k in base_keys)
     assert all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in base_keys)
     assert not torch.equal(before.llama_proj.weight, after.llama_proj.weight)
+
+
+def test_follow_up_conversation_trains_label_then_reasoning():
+    import random
+
+    from emotion_llama.data.merr import Annotation
+    from emotion_llama.train import TuningSample, conversation
+
+    ann = Annotation("clip", label="sad", subtitle="It is over.", fine_reasoning="The voice is low. Overall, sad.")
+    sample = TuningSample("clip", None, ann.subtitle, ann)
+    rng = random.Random(0)
+    follow = conversation(sample, "reason", rng, stage=2, subtitle=ann.subtitle, follow_up=1.0)
+    single = conversation(sample, "reason", rng, stage=2, subtitle=ann.subtitle, follow_up=0.0)
+    assert [p.text for p in follow if p.kind == "answer"] == ["sad", "The voice is low. Overall, sad."]
+    assert [p.text for p in single if p.kind == "answer"] == ["The voice is low. Overall, sad."]
+    assert sum(p.kind == "bos" for p in follow) == 2 and sum(p.kind == "bos" for p in single) == 1
