@@ -256,6 +256,9 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
     from .encoders import FaceEncoder, FaceSequenceEncoder, GlobalFrameEncoder, SpeechEncoder
 
     torch.manual_seed(job.seed)
+    # HuBERT's SpecAugment draws its masks from NumPy's global generator: seed it too, or
+    # the speech encoder (alone of the four) comes out different in every run.
+    np.random.seed(job.seed)
     kind = {"global": GlobalFrameEncoder, "face": FaceEncoder, "temporal": FaceSequenceEncoder,
             "audio": SpeechEncoder}[job.modality]
     encoder = kind(EmotionLlamaConfig.from_dict(job.config))

@@ -79,3 +79,29 @@ def test_follow_up_conversation_trains_label_then_reasoning():
     assert [p.text for p in follow if p.kind == "answer"] == ["sad", "The voice is low. Overall, sad."]
     assert [p.text for p in single if p.kind == "answer"] == ["The voice is low. Overall, sad."]
     assert sum(p.kind == "bos" for p in follow) == 2 and sum(p.kind == "bos" for p in single) == 1
+
+
+def test_encoder_pretraining_gives_the_same_weights_twice(small_corpus, tmp_path):
+    """HuBERT's SpecAugment masks come from NumPy's global generator: whatever state that is
+    in, retraining must give the same speech encoder (and so the same shipped model)."""
+    import numpy as np
+
+    from emotion_llama.config import preset
+    from emotion_llama.data.merr import load_annotations
+    from emotion_llama.pipeline import random_tiny_model
+    from emotion_llama.train import prepare_all, pretrain_encoders
+
+    annotations = load_annotations(small_corpus)
+    cache = tmp_path / "prepared"
+    prepare_all(annotations, small_corpus, cache, preset("tiny"), workers=2, face_scale_factor=1.15)
+    settings = StageSettings(epochs=1, lr=3e-3, batch_size=8)
+    weights = []
+    for unrelated_seed in (1, 2):
+        np.random.seed(unrelated_seed)
+        model = random_tiny_model(seed=0)
+        pretrain_encoders(model, annotations, cache, settings, seed=0,
+                          epochs={"audio": 1, "face": 0.1, "temporal": 0.1, "global": 0.1})
+        weights.append({k: v.clone() for k, v in model.encoders.audio.state_dict().items()})
+    untrained = random_tiny_model(seed=0).encoders.audio.state_dict()
+    assert any(not torch.equal(weights[0][k], untrained[k]) for k in untrained)  # it did train
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
