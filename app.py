@@ -124,7 +124,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
                         ui.attention_table(item.modality_attention),
                         item.overlay(),
                         ui.face_strip(item.face_crops, item.peak_frame_index),
-                        ui.subtitle_markdown(item.subtitle, item.subtitle_source, "subtitle" in options.leave_out),
+                        ui.subtitle_markdown(item.subtitle, item.subtitle_source, "subtitle" in options.leave_out,
+                                            item.subtitle_note),
                         ui.modalities_markdown(item.modalities_present, item.filled_modalities, item.frame_time)
                         + "\n\n" + ui.warnings_markdown(item.warnings),
                         ui.timings_markdown(item.timings),

@@ -147,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     default_dir = root / "features" / f"{engine.info['weights'].split()[0]}-{engine.model.encoder_fingerprint()}"
     feature_dir = Path(args.features) if args.features else default_dir
     report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning,
-                      single_turn_reasoning=args.single_turn_reasoning)
+                      single_turn_reasoning=args.single_turn_reasoning, redrafts=args.redrafts)
     report["engine"] = engine.info
     if args.json:
         print(json.dumps(report, indent=2))
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--single-turn-reasoning", action="store_true",
                           help="ask for the reasoning in one turn (the paper's protocol) instead of as a "
                                "follow-up to the label answer (the app's)")
+    evaluate.add_argument("--redrafts", type=int, default=None,
+                          help="more drafts of a follow-up reasoning that argues for another label than the "
+                               "answer (default: as many as the app writes; 0: the first draft only)")
     evaluate.add_argument("--markdown", help="also write the Markdown table to this file")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)

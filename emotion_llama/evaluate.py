@@ -17,7 +17,6 @@ Clips are encoded once and kept in a feature folder, so ablations cost only LLM 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_s
 from tqdm import tqdm
 
 from .config import MERR_LABELS, GenerationSettings
-from .data.merr import Annotation, clue_vocabulary, find_clues, load_annotations, normalise_label
+from .data.merr import Annotation, argued_label, clue_vocabulary, find_clues, load_annotations
 from .errors import EmotionLlamaError
 from .features import FeatureStore
 from .model import without
@@ -67,13 +66,6 @@ def ablation_variants() -> dict[str, tuple[str, ...]]:
     return variants
 
 
-def argued_label(text: str, labels: tuple[str, ...]) -> str | None:
-    """The label a reasoning text argues for: the last candidate label it names."""
-    pattern = re.compile(r"\b(" + "|".join(re.escape(l) for l in sorted(labels, key=len, reverse=True)) + r")\b", re.I)
-    found = pattern.findall(text)
-    return normalise_label(found[-1]) if found else None
-
-
 def evaluate(
     engine: Engine,
     annotations: list[Annotation],
@@ -84,19 +76,25 @@ def evaluate(
     ablate: bool = False,
     reasoning: bool = True,
     single_turn_reasoning: bool = False,
+    redrafts: int | None = None,
 ) -> dict:
     """Label metrics (with ``ablate``, for every modality variant) and reasoning scores.
 
     The reasoning is asked as the app asks it: a follow-up to the label answer
-    (``prompts.reason_after_label``); ``single_turn_reasoning`` asks it in one turn
-    instead, as the paper's evaluation does.
+    (``prompts.reason_after_label``), with up to ``redrafts`` more drafts while it argues
+    for another label (``Engine.write_reasoning``); agreement is reported both for the
+    reasoning kept and for the first draft alone. ``single_turn_reasoning`` asks it in
+    one turn instead, as the paper's evaluation does (one draft).
     """
+    redrafts = AnalysisOptions().reasoning_redrafts if redrafts is None else redrafts
     store = FeatureStore(feature_dir)
     model = engine.model
     variants = ablation_variants() if ablate else {"all": ()}
     results: list[ClipResult] = []
     clue_recall: list[float] = []
     agreement: list[bool] = []
+    first_agreement: list[bool] = []
+    drafts: list[int] = []
     skipped: list[str] = []
     for ann in tqdm(annotations, desc="evaluate", unit="clip"):
         if ann.label not in labels:
@@ -121,11 +119,15 @@ def evaluate(
             projected = model.project(stored.encoded)
             answer = max(per_variant["all"], key=per_variant["all"].get)
             if single_turn_reasoning:
-                prompt = first_turn(user_turn("reason", subtitle=stored.subtitle))
+                sequence = model.assemble(first_turn(user_turn("reason", subtitle=stored.subtitle)), projected)
+                text = model.tokenizer.decode(model.generate(sequence, REASON_SETTINGS), skip_special_tokens=True)
+                first_agreement.append(argued_label(text, labels) == answer)
+                drafts.append(1)
             else:
-                prompt = reason_after_label(answer, subtitle=stored.subtitle, labels=labels)
-            sequence = model.assemble(prompt, projected)
-            text = model.tokenizer.decode(model.generate(sequence, REASON_SETTINGS), skip_special_tokens=True)
+                sequence = model.assemble(reason_after_label(answer, subtitle=stored.subtitle, labels=labels), projected)
+                text, check = engine.reasoning(sequence, answer, labels, REASON_SETTINGS, redrafts)
+                first_agreement.append(check.first_agreed)
+                drafts.append(check.drafts)
             true_clues = {c for cs in ann.clues.values() for c in cs}
             mentioned = {c for cs in find_clues(text, clue_vocabulary()).values() for c in cs}
             if true_clues:
@@ -151,8 +153,11 @@ def evaluate(
         report["reasoning"] = {
             "clue_recall": round(float(np.mean(clue_recall)), 4),
             "label_agreement": round(float(np.mean(agreement)), 4),
+            "first_draft_agreement": round(float(np.mean(first_agreement)), 4),
+            "mean_drafts": round(float(np.mean(drafts)), 3),
             "n": len(clue_recall),
             "prompt": "single turn" if single_turn_reasoning else "follow-up to the label answer",
+            "redrafts": 0 if single_turn_reasoning else redrafts,
         }
     return report
 
@@ -170,7 +175,8 @@ def markdown(report: dict) -> str:
     if "reasoning" in report:
         r = report["reasoning"]
         lines += ["", f"Reasoning: clue recall {r['clue_recall']:.4f}, label agreement {r['label_agreement']:.4f} "
-                      f"over {r['n']} clips ({r.get('prompt', 'single turn')})"]
+                      f"(first draft {r['first_draft_agreement']:.4f}, {r['mean_drafts']:.2f} drafts on average, "
+                      f"at most {r['redrafts'] + 1}) over {r['n']} clips ({r['prompt']})"]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import torch
 
 from .clip import PreparedClip, Subtitle
 from .config import MERR_LABELS, GenerationSettings, tiny
+from .data.merr import argued_label
 from .errors import PromptError
 from .explain import (
     attention_shares,
@@ -38,6 +39,8 @@ from .prompts import TASKS, Piece, answer_pieces, as_history, first_turn, later_
 
 TINY_WEIGHTS = Path(__file__).parent / "weights" / "tiny"
 GREEDY = GenerationSettings(do_sample=False)
+# A redraft of the reasoning samples at least this hot, so that it can differ from the first.
+REDRAFT_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,47 @@ class AnalysisOptions:
     # ``reason``: ask for the reasoning as a follow-up to the label answer, so the two
     # agree (False: one turn, as the paper's evaluation and the reference demo ask it).
     reason_follows_label: bool = True
+    # With the follow-up: when the reasoning concludes with another label than the top
+    # one, write up to this many more drafts (sampled) and show the first that agrees;
+    # if none does, show the first draft and say so. 0: always show the first draft.
+    reasoning_redrafts: int = 3
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise PromptError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if len(self.labels) < 2:
             raise PromptError("give at least two candidate labels")
+        if self.reasoning_redrafts < 0:
+            raise ValueError("reasoning_redrafts must be 0 or more")
+
+
+@dataclass(frozen=True)
+class ReasoningCheck:
+    """Whether the reasoning shown concludes with the label shown beside it.
+
+    ``argued`` is the label the reasoning argues for (the last candidate it names),
+    ``drafts`` how many reasonings were written, ``first_agreed`` whether the first one,
+    written with the requested generation settings, already agreed.
+    """
+
+    label: str
+    argued: str | None
+    drafts: int
+    first_agreed: bool
+
+    @property
+    def agrees(self) -> bool:
+        return self.argued == self.label
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "argued": self.argued, "agrees": self.agrees, "drafts": self.drafts,
+                "first_agreed": self.first_agreed}
+
+
+def redraft_settings(settings: GenerationSettings, draft: int) -> GenerationSettings:
+    """Settings of redraft number ``draft`` (1, 2, ...): sampled, each with its own seed."""
+    return replace(settings, do_sample=True, temperature=max(settings.temperature, REDRAFT_TEMPERATURE),
+                   seed=(settings.seed or 0) + draft)
 
 
 @dataclass
@@ -82,6 +120,8 @@ class Analysis:
     heatmap: np.ndarray | None = field(default=None, repr=False)
     face_crops: np.ndarray | None = field(default=None, repr=False)
     peak_frame_index: int | None = None
+    reasoning_check: ReasoningCheck | None = None
+    subtitle_note: str | None = None  # why there is no subtitle, or how it was made
 
     def overlay(self) -> np.ndarray | None:
         if self.frame is None or self.heatmap is None:
@@ -98,11 +138,12 @@ class Analysis:
             "span_attention": self.span_attention,
             "modalities_present": self.modalities_present,
             "filled_modalities": self.filled_modalities,
-            "subtitle": {"text": self.subtitle, "source": self.subtitle_source},
+            "subtitle": {"text": self.subtitle, "source": self.subtitle_source, "note": self.subtitle_note},
             "frame_time": round(self.frame_time, 3),
             "warnings": self.warnings,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "engine": self.engine,
+            "reasoning_check": self.reasoning_check.to_json() if self.reasoning_check else None,
         }
 
 
@@ -191,6 +232,47 @@ class Engine:
             raise result["error"]
         yield self.model.tokenizer.decode(result["ids"], skip_special_tokens=True).strip()
 
+    def write_reasoning(
+        self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
+        redrafts: int, *, stream: bool = True,
+    ) -> Generator[Event, None, tuple[str, ReasoningCheck]]:
+        """Write the reasoning for ``label`` (``sequence`` asks for it as a follow-up),
+        redrafting while it argues for another label; yields progress (text only when
+        ``stream``) and returns the reasoning kept and its ``ReasoningCheck``. A draft that
+        names no label (cut short by the token limit, say) is kept as it is."""
+        first: tuple[str, str | None] | None = None
+        argued: str | None = None
+        for draft in range(redrafts + 1):
+            if draft:
+                yield Event("stage", f"the reasoning argued for {argued or 'no label'}, not {label}: "
+                                     f"draft {draft + 1} of {redrafts + 1}")
+            current = settings if draft == 0 else redraft_settings(settings, draft)
+            if stream:
+                text = ""
+                for text in self.stream(sequence, current):
+                    yield Event("text", text)
+            else:
+                text = self.model.tokenizer.decode(self.model.generate(sequence, current), skip_special_tokens=True).strip()
+            argued = argued_label(text, labels)
+            if first is None:
+                first = (text, argued)
+            if argued == label or argued is None:
+                return text, ReasoningCheck(label, argued, draft + 1, argued == label and draft == 0)
+        assert first is not None
+        if stream and redrafts:
+            yield Event("text", first[0])
+        return first[0], ReasoningCheck(label, first[1], redrafts + 1, False)
+
+    def reasoning(self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
+                  redrafts: int) -> tuple[str, ReasoningCheck]:
+        """``write_reasoning`` without streaming or progress: the reasoning and its check."""
+        steps = self.write_reasoning(sequence, label, labels, settings, redrafts, stream=False)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
     # -- the whole analysis ----------------------------------------------------------
     def analyze(self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
         result = None
@@ -220,16 +302,23 @@ class Engine:
         start = time.perf_counter()
         rng = random.Random(options.generation.seed)
         label = max(probabilities, key=probabilities.get)
-        if options.task == "reason" and options.reason_follows_label and not options.demo_parity:
+        follow_up = options.task == "reason" and options.reason_follows_label and not options.demo_parity
+        if follow_up:
             prompt = reason_after_label(label, subtitle=words, labels=options.labels, rng=rng)
         else:
             prompt = first_turn(
                 user_turn(options.task, subtitle=words, question=options.question, labels=options.labels, rng=rng),
                 demo_parity=options.demo_parity,
             )
-        answer = ""
-        for answer in self.stream(self.model.assemble(prompt, projected), options.generation):
-            yield Event("text", answer)
+        sequence = self.model.assemble(prompt, projected)
+        check = None
+        if follow_up:
+            answer, check = yield from self.write_reasoning(
+                sequence, label, options.labels, options.generation, options.reasoning_redrafts)
+        else:
+            answer = ""
+            for answer in self.stream(sequence, options.generation):
+                yield Event("text", answer)
         timings["generate"] = time.perf_counter() - start
 
         span_shares: dict[str, float] = {}
@@ -250,6 +339,11 @@ class Engine:
         warnings = list(prepared.warnings)
         if self.info.get("warning"):
             warnings.append(self.info["warning"])
+        if check is not None and check.argued is not None and not check.agrees:
+            warnings.append(
+                f"The reasoning argues for {check.argued or 'no listed label'}, not for the top label {label}, "
+                f"even after {check.drafts} drafts: the model is torn between them."
+            )
         present = {**encoded.present, "subtitle": bool(words)}
         filled = dict(encoded.filled)
         if not words:
@@ -273,6 +367,8 @@ class Engine:
             heatmap=heat,
             face_crops=prepared.face_crops,
             peak_frame_index=prepared.peak_frame_index,
+            reasoning_check=check,
+            subtitle_note=prepared.subtitle.note,
         )
 
     def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> ChatSession:

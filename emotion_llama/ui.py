@@ -191,7 +191,9 @@ def face_strip(crops: np.ndarray | None, peak_index: int | None, size: int = 96)
     return strip
 
 
-def subtitle_markdown(text: str | None, source: str, left_out: bool = False) -> str:
+def subtitle_markdown(text: str | None, source: str, left_out: bool = False, note: str | None = None) -> str:
+    """Where the subtitle came from; ``note`` (``Subtitle.note``) says why there is none,
+    e.g. that Whisper's checkpoint is missing, or that Whisper translated it."""
     if source == "user":
         where = "typed by you"
     elif source.startswith("sidecar:"):
@@ -201,9 +203,10 @@ def subtitle_markdown(text: str | None, source: str, left_out: bool = False) -> 
     else:
         where = "none found"
     if not text:
-        return "**Subtitle:** none (none typed, no subtitle file, no speech recognised)."
-    note = " It was left out of the prompt." if left_out else ""
-    return f"**Subtitle** ({where}): “{text}”{note}"
+        return "**Subtitle:** " + (note or "none (none typed, no subtitle file, no speech recognised).")
+    extra = f" {note}" if note else ""
+    extra += " It was left out of the prompt." if left_out else ""
+    return f"**Subtitle** ({where}): “{text}”{extra}"
 
 
 def warnings_markdown(warnings: list[str]) -> str:

@@ -27,7 +27,7 @@ EXAMPLE = ROOT / "examples" / "happy.mp4"
 FAST = {"max_new_tokens": 6, "temperature": 0.0}
 JSON_KEYS = {
     "label", "probabilities", "answer", "task", "modality_attention", "span_attention", "modalities_present",
-    "filled_modalities", "subtitle", "frame_time", "warnings", "timings", "engine",
+    "filled_modalities", "subtitle", "frame_time", "warnings", "timings", "engine", "reasoning_check",
 }
 
 
@@ -128,7 +128,8 @@ def test_analyze_returns_the_documented_json(client, engine):
     assert isinstance(result["answer"], str)
     assert set(result["modality_attention"]) and sum(result["modality_attention"].values()) == pytest.approx(1.0, abs=1e-3)
     assert result["modalities_present"]["subtitle"] is True and result["modalities_present"]["global"] is True
-    assert result["subtitle"] == {"text": words, "source": "user"}
+    assert result["subtitle"] == {"text": words, "source": "user", "note": None}
+    assert result["reasoning_check"] is None  # only a follow-up reasoning is checked
     assert isinstance(result["warnings"], list)
     assert {"prepare_and_encode", "label_probabilities", "generate"} <= set(result["timings"])
     # The same numbers as the library called directly.
@@ -140,6 +141,8 @@ def test_analyze_returns_the_documented_json(client, engine):
 def test_label_sets_and_tasks(client):
     six = analyze(client, EXAMPLE, label_set="mer2023", task="reason")
     assert set(six["probabilities"]) == set(MER2023_LABELS) and six["task"] == "reason"
+    check = six["reasoning_check"]  # the reasoning is asked as a follow-up to the top label
+    assert check["label"] == six["label"] and 1 <= check["drafts"] <= 4
     own = analyze(client, EXAMPLE, label_set="custom", custom_labels="calm, tense , joyful,calm", task="free",
                   question="Is the person <VideoHere> smiling?")
     assert list(own["probabilities"]) == ["calm", "tense", "joyful"]

@@ -70,3 +70,91 @@ def test_every_shared_clip_gives_a_full_result(tiny_model, shared_clips):
         assert result["subtitle"]["source"] == expected_source
         faces += result["modalities_present"]["face"]
     assert faces >= 5
+
+
+# -- the reasoning shown next to the label argues for that label -------------------------
+SAD = "The voice is low and slow, so the person feels sad."
+HAPPY = "The corners of the mouth are pulled up, so the person feels happy."
+NEITHER = "The face is hard to read."
+
+
+def scripted(engine: Engine, monkeypatch, drafts: list[str]) -> list[GenerationSettings]:
+    """Make ``engine`` score "happy" highest and write ``drafts`` in turn; returns the
+    generation settings each draft was asked with."""
+    asked: list[GenerationSettings] = []
+    probabilities = {"happy": 0.55, "sad": 0.35, "neutral": 0.1}
+    monkeypatch.setattr(engine, "label_probabilities", lambda *args: dict(probabilities))
+
+    def stream(sequence, settings):
+        asked.append(settings)
+        yield drafts[len(asked) - 1]
+
+    monkeypatch.setattr(engine, "stream", stream)
+    return asked
+
+
+def reason_options(redrafts: int) -> AnalysisOptions:
+    return AnalysisOptions(task="reason", labels=("happy", "sad", "neutral"), explain=False,
+                           reasoning_redrafts=redrafts, generation=GenerationSettings(do_sample=False, seed=5))
+
+
+def test_a_reasoning_for_another_label_is_redrafted_until_it_agrees(tiny_model, prepared_clip, monkeypatch):
+    engine = engine_for(tiny_model)
+    asked = scripted(engine, monkeypatch, [SAD, "It is sad, or neutral.", HAPPY, SAD])
+    analysis = engine.analyze(prepared_clip, options=reason_options(3))
+    assert analysis.label == "happy"
+    assert analysis.answer == HAPPY
+    assert analysis.to_json()["reasoning_check"] == {
+        "label": "happy", "argued": "happy", "agrees": True, "drafts": 3, "first_agreed": False}
+    assert not any("reasoning argues" in w for w in analysis.warnings)
+    # The first draft uses the user's settings; redrafts sample, each with its own seed.
+    assert not asked[0].do_sample and all(s.do_sample for s in asked[1:])
+    assert len({s.seed for s in asked}) == 3
+
+
+def test_when_no_draft_agrees_the_first_is_shown_with_a_warning(tiny_model, prepared_clip, monkeypatch):
+    engine = engine_for(tiny_model)
+    asked = scripted(engine, monkeypatch, [SAD, "Neutral, I think.", SAD])
+    analysis = engine.analyze(prepared_clip, options=reason_options(2))
+    assert len(asked) == 3
+    assert analysis.answer == SAD
+    check = analysis.reasoning_check
+    assert (check.argued, check.agrees, check.drafts) == ("sad", False, 3)
+    assert any("argues for sad, not for the top label happy" in w for w in analysis.warnings)
+
+
+def test_without_redrafts_the_first_reasoning_is_kept(tiny_model, prepared_clip, monkeypatch):
+    engine = engine_for(tiny_model)
+    asked = scripted(engine, monkeypatch, [SAD, HAPPY])
+    analysis = engine.analyze(prepared_clip, options=reason_options(0))
+    assert len(asked) == 1 and analysis.answer == SAD
+    assert analysis.reasoning_check.drafts == 1
+
+
+def test_other_tasks_are_answered_once_without_a_check(tiny_model, prepared_clip, monkeypatch):
+    engine = engine_for(tiny_model)
+    asked = scripted(engine, monkeypatch, [SAD, HAPPY])
+    options = AnalysisOptions(task="emotion", labels=("happy", "sad", "neutral"), explain=False, reasoning_redrafts=3)
+    analysis = engine.analyze(prepared_clip, options=options)
+    assert len(asked) == 1 and analysis.reasoning_check is None
+
+
+def test_a_reasoning_that_names_no_label_is_not_redrafted(tiny_model, prepared_clip, monkeypatch):
+    engine = engine_for(tiny_model)
+    asked = scripted(engine, monkeypatch, [NEITHER, HAPPY])  # e.g. cut short by the token limit
+    analysis = engine.analyze(prepared_clip, options=reason_options(3))
+    assert len(asked) == 1 and analysis.answer == NEITHER
+    assert (analysis.reasoning_check.argued, analysis.reasoning_check.agrees) == (None, False)
+    assert not any("reasoning argues" in w for w in analysis.warnings)
+
+
+def test_without_whisper_the_result_says_why_there_is_no_subtitle(tiny_model, media, tmp_path, monkeypatch):
+    from emotion_llama.asr import WHISPER_DIR_ENV
+    from emotion_llama.ui import subtitle_markdown
+
+    monkeypatch.setenv(WHISPER_DIR_ENV, str(tmp_path / "no-whisper"))
+    analysis = engine_for(tiny_model).analyze(media["face.mp4"], options=AnalysisOptions(explain=False))
+    subtitle = analysis.to_json()["subtitle"]
+    assert subtitle["text"] is None and subtitle["source"] == "none"
+    assert WHISPER_DIR_ENV in subtitle["note"] and "no-whisper" in subtitle["note"]
+    assert subtitle["note"] in subtitle_markdown(None, "none", note=analysis.subtitle_note)

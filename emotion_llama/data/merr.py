@@ -173,6 +173,13 @@ def normalise_label(label: str) -> str:
     return LABEL_ALIASES.get(key, key)
 
 
+def argued_label(text: str, labels: tuple[str, ...]) -> str | None:
+    """The label a reasoning text argues for: the last candidate label it names."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(l) for l in sorted(labels, key=len, reverse=True)) + r")\b", re.I)
+    found = pattern.findall(text)
+    return normalise_label(found[-1]) if found else None
+
+
 # ----------------------------------------------------------------------------- the record
 
 
