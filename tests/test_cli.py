@@ -25,7 +25,7 @@ def test_analyze_prints_one_full_json_object(media, tiny_weights):
     assert list(result["probabilities"]) == ["happy", "sad", "neutral"]
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-5
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
-    assert result["subtitle"] == {"text": "I am fine.", "source": "user"}
+    assert result["subtitle"] == {"text": "I am fine.", "source": "user", "note": None}
     assert result["modalities_present"]["face"] is True and result["modalities_present"]["audio"] is True
 
 
