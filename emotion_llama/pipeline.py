@@ -217,7 +217,7 @@ class Engine:
         def work() -> None:
             try:
                 result["ids"] = self.model.generate(sequence, settings, streamer=streamer)
-            except BaseException as error:  # re-raised in the caller's thread
+            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
                 result["error"] = error
                 streamer.end()
 
@@ -238,8 +238,9 @@ class Engine:
     ) -> Generator[Event, None, tuple[str, ReasoningCheck]]:
         """Write the reasoning for ``label`` (``sequence`` asks for it as a follow-up),
         redrafting while it argues for another label; yields progress (text only when
-        ``stream``) and returns the reasoning kept and its ``ReasoningCheck``. A draft that
-        names no label (cut short by the token limit, say) is kept as it is."""
+        ``stream``) and returns the reasoning kept and its ``ReasoningCheck``. A first draft
+        that names no label (cut short by the token limit, say) is kept as it is; a
+        redraft that names none does not replace the first draft."""
         first: tuple[str, str | None] | None = None
         argued: str | None = None
         for draft in range(redrafts + 1):
@@ -256,7 +257,7 @@ class Engine:
             argued = argued_label(text, labels)
             if first is None:
                 first = (text, argued)
-            if argued == label or argued is None:
+            if argued == label or (argued is None and draft == 0):
                 return text, ReasoningCheck(label, argued, draft + 1, argued == label and draft == 0)
         assert first is not None
         if stream and redrafts:

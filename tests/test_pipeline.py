@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 
-import pytest
 from media_factory import media  # noqa: F401 - fixture
 
 from emotion_llama.config import GenerationSettings
@@ -114,7 +113,7 @@ def test_a_reasoning_for_another_label_is_redrafted_until_it_agrees(tiny_model, 
 
 def test_when_no_draft_agrees_the_first_is_shown_with_a_warning(tiny_model, prepared_clip, monkeypatch):
     engine = engine_for(tiny_model)
-    asked = scripted(engine, monkeypatch, [SAD, "Neutral, I think.", SAD])
+    asked = scripted(engine, monkeypatch, [SAD, NEITHER, "Neutral, I think."])  # a redraft naming no label is skipped too
     analysis = engine.analyze(prepared_clip, options=reason_options(2))
     assert len(asked) == 3
     assert analysis.answer == SAD
