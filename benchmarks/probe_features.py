@@ -27,8 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emotion_llama.config import MERR_LABELS  # noqa: E402 - after the path is set
-from emotion_llama.data.merr import Annotation, load_annotations  # noqa: E402
+from emotion_llama.config import MERR_LABELS  # after the path is set
+from emotion_llama.data.merr import Annotation, load_annotations
 
 # Folder names of the reference feature layout that ``FeatureStore`` writes.
 POOLED = ("mae_340_UTT", "maeV_399_UTT", "HL-UTT")

@@ -152,7 +152,7 @@ def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu"
     state = load_file(str(directory / WEIGHTS_FILE))
     missing = set(model.state_dict()) - set(state)
     if missing:
-        raise CheckpointError(f"{directory.name} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+        raise CheckpointError(f"{directory.name} lacks {len(missing)} tensors, e.g. {min(missing)}")
     model.load_state_dict(state, strict=True)
     model.to(device=device, dtype=dtype) if dtype else model.to(device)
     return model.eval()
@@ -184,7 +184,7 @@ def load_eva_state(source: str, *, token: str | None = None) -> dict[str, torch.
         from huggingface_hub import snapshot_download
 
         folder = path if path.is_dir() else Path(snapshot_download(source, allow_patterns=["*.safetensors", "*.json"], token=token))
-    except Exception as error:  # noqa: BLE001 - any hub failure becomes one readable message
+    except Exception as error:  # any hub failure becomes one readable message
         raise _hub_error(source, error) from error
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(folder.glob("*.safetensors")):
@@ -271,12 +271,12 @@ def load_official(
         try:
             # Straight onto the target device: a 7B model never passes through host memory twice.
             return cls.from_pretrained(source, token=token, dtype=dtype, device_map=str(device), **kwargs)
-        except Exception as error:  # noqa: BLE001 - gated, offline, missing: one clear message
+        except Exception as error:  # gated, offline, missing: one clear message
             raise _hub_error(source, error) from error
 
     try:
         tokenizer = load_llama_tokenizer(sources.llm, token=token)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise _hub_error(sources.llm, error) from error
     pretrained = {
         "face": fetch(ViTMAEModel, sources.face, mask_ratio=0.0),

@@ -85,12 +85,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import torch
     from tqdm import tqdm
 
     from .features import FeatureStore, launcher_rank, list_videos, process_share
     from .pipeline import AnalysisOptions, load_engine
-
-    import torch
 
     rank, world = launcher_rank()
     videos = process_share(list_videos(args.video_dir), rank, world)
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # noqa: BLE001 - a bug: one line unless debugging
+    except Exception as error:  # a bug: one line unless debugging
         if os.environ.get("EMOTION_LLAMA_DEBUG"):
             raise
         print(f"internal error: {error.__class__.__name__}: {error} (set EMOTION_LLAMA_DEBUG=1 for details)", file=sys.stderr)

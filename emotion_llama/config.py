@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import (
     Blip2VisionConfig,
@@ -75,7 +75,7 @@ class WeightSources:
     # The Emotion-LLaMA trainable weights (adapters + LoRA), a reference ``.pth`` file.
     checkpoint: str | None = None
 
-    ENV = {
+    ENV: ClassVar[dict[str, str]] = {
         "llm": "EMOTION_LLAMA_LLM",
         "global_vision": "EMOTION_LLAMA_EVA",
         "face": "EMOTION_LLAMA_MAE",

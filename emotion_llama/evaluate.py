@@ -174,9 +174,9 @@ def markdown(report: dict) -> str:
     lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix)]
     if "reasoning" in report:
         r = report["reasoning"]
-        lines += ["", f"Reasoning: clue recall {r['clue_recall']:.4f}, label agreement {r['label_agreement']:.4f} "
-                      f"(first draft {r['first_draft_agreement']:.4f}, {r['mean_drafts']:.2f} drafts on average, "
-                      f"at most {r['redrafts'] + 1}) over {r['n']} clips ({r['prompt']})"]
+        lines += ["", (f"Reasoning: clue recall {r['clue_recall']:.4f}, label agreement {r['label_agreement']:.4f} "
+                       f"(first draft {r['first_draft_agreement']:.4f}, {r['mean_drafts']:.2f} drafts on average, "
+                       f"at most {r['redrafts'] + 1}) over {r['n']} clips ({r['prompt']})")]
     return "\n".join(lines)
 
 

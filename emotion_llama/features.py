@@ -115,4 +115,4 @@ def process_share(items: list, rank: int, world: int) -> list:
 
 def launcher_rank() -> tuple[int, int]:
     """Rank and world size set by ``torchrun`` or ``accelerate launch`` (1 process otherwise)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

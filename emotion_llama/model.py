@@ -33,6 +33,7 @@ from .encoders import ModalityEncoders
 from .prompts import Piece
 
 FEATURE_MODALITIES = ("face", "temporal", "audio")
+DEFAULT_GENERATION = GenerationSettings()  # the reference demo's settings
 
 
 @dataclass
@@ -276,7 +277,7 @@ class EmotionLlama(nn.Module):
     def generate(
         self,
         sequence: AssembledSequence,
-        settings: GenerationSettings = GenerationSettings(),
+        settings: GenerationSettings = DEFAULT_GENERATION,
         streamer=None,
     ) -> list[int]:
         """Answer token ids (without the closing ``</s>``). Greedy when ``do_sample`` is off."""

@@ -28,12 +28,12 @@ EMOTION_INSTRUCTION = (
 REASON_INSTRUCTIONS = (
     "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
     "What is the emotional state of the person in the video? Please tell me the reason.",
-    "What are the facial expressions and vocal tone used in the video? What is the intended meaning behind "
-    "his words? Which emotion does this reflect?",
-    "Please integrate information from various modalities to infer the emotional category of the person in "
-    "the video.",
-    "Could you describe the emotion-related features of the individual in the video? What emotional category "
-    "do they fall into?",
+    ("What are the facial expressions and vocal tone used in the video? What is the intended meaning behind "
+     "his words? Which emotion does this reflect?"),
+    ("Please integrate information from various modalities to infer the emotional category of the person in "
+     "the video."),
+    ("Could you describe the emotion-related features of the individual in the video? What emotional category "
+     "do they fall into?"),
 )
 # Offered by the reference demo, not part of its tuning data.
 VISUAL_INSTRUCTION = "Please describe the facial expression of the person in the video."
@@ -57,8 +57,8 @@ RESERVED_MARKERS = (
     "</s>",
     "<unk>",
 )
-_MARKER_RE = re.compile("|".join(re.escape(m) for m in sorted(RESERVED_MARKERS, key=len, reverse=True)), re.I)
-_TASK_TAG_RE = re.compile(r"\[(emotion|reason|visual|audio|identify|vqa|caption)\]", re.I)
+_MARKER_RE = re.compile("|".join(re.escape(m) for m in sorted(RESERVED_MARKERS, key=len, reverse=True)), re.IGNORECASE)
+_TASK_TAG_RE = re.compile(r"\[(emotion|reason|visual|audio|identify|vqa|caption)\]", re.IGNORECASE)
 
 
 def _defang(marker: str) -> str:

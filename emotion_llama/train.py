@@ -22,6 +22,7 @@ the MERR / MER2023 formats (``data/merr.py``) and features in the reference layo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -608,11 +609,10 @@ def run(config: TrainConfig) -> dict:
     for stage, settings, share in ((1, config.stage1, 0.5), (2, config.stage2, config.label_share_stage2)):
         folder = stages / f"{stage + 1}_stage{stage}"
         if not (folder / "model.safetensors").exists():
-            report[f"stage{stage}_loss"] = timed(
-                f"stage{stage}",
-                lambda: instruction_tune(model, tuning, settings, stage, config.seed, share, config.modality_dropout,
-                                         config.follow_up_share if stage == 2 else 0.0, config.subtitle_dropout),
-            )
+            report[f"stage{stage}_loss"] = timed(f"stage{stage}", functools.partial(
+                instruction_tune, model, tuning, settings, stage, config.seed, share, config.modality_dropout,
+                config.follow_up_share if stage == 2 else 0.0, config.subtitle_dropout,
+            ))
             save_pretrained(model, folder)
         model = from_pretrained(folder)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from emotion_llama.data.merr import Annotation  # noqa: E402
-from emotion_llama.data.synth import make_sample, plan_corpus  # noqa: E402
-from emotion_llama.pipeline import load_engine  # noqa: E402
-from tests.media_factory import make_face_clip, two_faces  # noqa: E402
+from emotion_llama.data.merr import Annotation
+from emotion_llama.data.synth import make_sample, plan_corpus
+from emotion_llama.pipeline import load_engine
+from tests.media_factory import make_face_clip, two_faces
 
 SEED, SEARCH = 3000, 400
 # (file name, label, case, words kind or None for any, task shown in the app)

@@ -14,7 +14,8 @@ from emotion_llama.features import FEATURE_DIRS, FeatureStore
 
 def extract(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     command = launcher or [sys.executable, "-m"]
-    return subprocess.run([*command, "emotion_llama", "extract", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*command, "emotion_llama", "extract", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_extract_folder_resumes_logs_and_splits(media, tiny_weights, tmp_path):

@@ -175,7 +175,7 @@ def normalise_label(label: str) -> str:
 
 def argued_label(text: str, labels: tuple[str, ...]) -> str | None:
     """The label a reasoning text argues for: the last candidate label it names."""
-    pattern = re.compile(r"\b(" + "|".join(re.escape(l) for l in sorted(labels, key=len, reverse=True)) + r")\b", re.I)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(l) for l in sorted(labels, key=len, reverse=True)) + r")\b", re.IGNORECASE)
     found = pattern.findall(text)
     return normalise_label(found[-1]) if found else None
 
