@@ -203,7 +203,10 @@ def subtitle_markdown(text: str | None, source: str, left_out: bool = False, not
     else:
         where = "none found"
     if not text:
-        return "**Subtitle:** " + (note or "none (none typed, no subtitle file, no speech recognised).")
+        if note:  # e.g. "No subtitle: none was typed, and the Whisper model is not in ..."
+            reason = note.removeprefix("No subtitle: ")
+            return f"**Subtitle:** none. {reason[:1].upper()}{reason[1:]}"
+        return "**Subtitle:** none (none typed, no subtitle file, no speech recognised)."
     extra = f" {note}" if note else ""
     extra += " It was left out of the prompt." if left_out else ""
     return f"**Subtitle** ({where}): “{text}”{extra}"
