@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_s
 from tqdm import tqdm
 
 from .config import MERR_LABELS, GenerationSettings
-from .data.merr import Annotation, argued_label, clue_vocabulary, find_clues, load_annotations
+from .data.merr import Annotation, clue_vocabulary, find_clues, load_annotations
 from .errors import EmotionLlamaError
 from .features import FeatureStore
 from .model import without
@@ -119,20 +119,17 @@ def evaluate(
             projected = model.project(stored.encoded)
             answer = max(per_variant["all"], key=per_variant["all"].get)
             if single_turn_reasoning:
-                sequence = model.assemble(first_turn(user_turn("reason", subtitle=stored.subtitle)), projected)
-                text = model.tokenizer.decode(model.generate(sequence, REASON_SETTINGS), skip_special_tokens=True)
-                first_agreement.append(argued_label(text, labels) == answer)
-                drafts.append(1)
+                prompt, allowed = first_turn(user_turn("reason", subtitle=stored.subtitle)), 0
             else:
-                sequence = model.assemble(reason_after_label(answer, subtitle=stored.subtitle, labels=labels), projected)
-                text, check = engine.reasoning(sequence, answer, labels, REASON_SETTINGS, redrafts)
-                first_agreement.append(check.first_agreed)
-                drafts.append(check.drafts)
+                prompt, allowed = reason_after_label(answer, subtitle=stored.subtitle, labels=labels), redrafts
+            text, check = engine.reasoning(model.assemble(prompt, projected), answer, labels, REASON_SETTINGS, allowed)
+            agreement.append(check.agrees)
+            first_agreement.append(check.first_agreed)
+            drafts.append(check.drafts)
             true_clues = {c for cs in ann.clues.values() for c in cs}
             mentioned = {c for cs in find_clues(text, clue_vocabulary()).values() for c in cs}
             if true_clues:
                 clue_recall.append(len(true_clues & mentioned) / len(true_clues))
-            agreement.append(argued_label(text, labels) == answer)
 
     if not results:
         raise EmotionLlamaError("no clip could be evaluated")

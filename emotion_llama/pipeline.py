@@ -75,18 +75,21 @@ class ReasoningCheck:
     """Whether the reasoning shown concludes with the label shown beside it.
 
     ``argued`` is the label the reasoning argues for (the last candidate it names),
-    ``drafts`` how many reasonings were written, ``first_agreed`` whether the first one,
-    written with the requested generation settings, already agreed.
+    ``drafts`` how many reasonings were written.
     """
 
     label: str
     argued: str | None
     drafts: int
-    first_agreed: bool
 
     @property
     def agrees(self) -> bool:
         return self.argued == self.label
+
+    @property
+    def first_agreed(self) -> bool:
+        """The first draft, written with the requested settings, already agreed."""
+        return self.agrees and self.drafts == 1
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "argued": self.argued, "agrees": self.agrees, "drafts": self.drafts,
@@ -258,11 +261,11 @@ class Engine:
             if first is None:
                 first = (text, argued)
             if argued == label or (argued is None and draft == 0):
-                return text, ReasoningCheck(label, argued, draft + 1, argued == label and draft == 0)
+                return text, ReasoningCheck(label, argued, draft + 1)
         assert first is not None
         if stream and redrafts:
             yield Event("text", first[0])
-        return first[0], ReasoningCheck(label, first[1], redrafts + 1, False)
+        return first[0], ReasoningCheck(label, first[1], redrafts + 1)
 
     def reasoning(self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
                   redrafts: int) -> tuple[str, ReasoningCheck]:
