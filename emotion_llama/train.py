@@ -66,6 +66,11 @@ class TrainConfig:
     # Haar pyramid step while preparing training clips: 1.15 is 2.5x faster than the
     # default 1.05 and still finds every synthetic face; real footage wants 1.05.
     face_scale_factor: float = 1.05
+    # Smallest face the detector looks for while preparing training clips, as a share of
+    # the (downscaled) frame's short side. Synthetic faces are at least 92 of 256 px wide,
+    # so 0.3 loses none and halves the time of preparing (the pyramid's largest images
+    # are the ones that look for small faces); the app keeps 0.1 for real footage.
+    face_min_fraction: float = 0.1
     encoders: StageSettings = StageSettings(epochs=8, lr=2e-3, batch_size=32)
     # Epochs per encoder, overriding ``encoders.epochs`` (the face and voice readers need
     # the most; the global frame adds scene context the others lack).
@@ -87,7 +92,9 @@ class TrainConfig:
     modality_dropout: float = 0.0
     # Share of label questions asked without the subtitle. The words decide most clips, so
     # without this the model leans on them and learns little of reading face and voice,
-    # which is what the clips whose words mislead (``conflict``) need.
+    # which is what the clips whose words mislead (``conflict``) need. The same share of
+    # reasoning questions goes without it where the annotations hold answers written for
+    # that (``meta["without_subtitle"]``, see ``with_dropout``).
     subtitle_dropout: float = 0.0
     # Share of stage-2 reasoning questions asked as a follow-up to the label answer (the
     # app's layout, see ``prompts.reason_after_label``); the rest are single-turn, as in
@@ -129,13 +136,13 @@ def stage_steps(examples: int, settings: StageSettings) -> int:
 
 
 # -- stage 0a: decode once ----------------------------------------------------------------
-def _prepare_one(job: tuple[str, str, str, tuple[int, int, int], float]) -> str | None:
+def _prepare_one(job: tuple[str, str, str, tuple[int, int, int], float, float]) -> str | None:
     from .encoders import resize_images
     from .faces import HaarFaceDetector
     from .prepare import PrepareOptions, prepare_clip
 
-    video, subtitle, target, (global_size, face_size, temporal_size), scale_factor = job
-    options = PrepareOptions(face_detector=HaarFaceDetector(scale_factor=scale_factor))
+    video, subtitle, target, (global_size, face_size, temporal_size), scale_factor, min_fraction = job
+    options = PrepareOptions(face_detector=HaarFaceDetector(scale_factor=scale_factor, min_face_fraction=min_fraction))
     try:
         clip = prepare_clip(video, subtitle=subtitle or None, options=options)
     except EmotionLlamaError as error:
@@ -155,7 +162,7 @@ def _prepare_one(job: tuple[str, str, str, tuple[int, int, int], float]) -> str 
 
 
 def prepare_all(annotations: list[Annotation], corpus_root: Path, cache: Path, config: EmotionLlamaConfig,
-                workers: int, face_scale_factor: float = 1.05) -> None:
+                workers: int, face_scale_factor: float = 1.05, face_min_fraction: float = 0.1) -> None:
     """Decode every clip into ``cache/NAME.npz`` (resumable, several processes)."""
     cache.mkdir(parents=True, exist_ok=True)
     sizes = (config.global_vision["image_size"], config.face["image_size"], config.temporal["image_size"])
@@ -164,7 +171,7 @@ def prepare_all(annotations: list[Annotation], corpus_root: Path, cache: Path, c
         target = cache / f"{ann.name}.npz"
         video = ann.video_path(corpus_root)
         if not target.exists() and video is not None:
-            jobs.append((str(video), ann.subtitle or "", str(target), sizes, face_scale_factor))
+            jobs.append((str(video), ann.subtitle or "", str(target), sizes, face_scale_factor, face_min_fraction))
     if not jobs:
         return
     failures = []
@@ -433,6 +440,10 @@ def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int
     if task == "emotion":
         return first_turn(user_turn(task, subtitle=subtitle, rng=rng)) + answer_pieces(ann.label, close=True)
     answer = ann.coarse_caption if stage == 1 else ann.fine_reasoning
+    texts = without_subtitle(ann)
+    if subtitle is None and sample.subtitle and texts:
+        # Shown without its subtitle: the answer must not quote words it was not given.
+        answer = texts["coarse_caption" if stage == 1 else "fine_reasoning"]
     if rng.random() < follow_up:
         prompt = reason_after_label(ann.label, subtitle=subtitle, rng=rng, label_kind="answer")
     else:
@@ -440,12 +451,25 @@ def conversation(sample: TuningSample, task: str, rng: random.Random, stage: int
     return prompt + answer_pieces(answer, close=True)
 
 
+def without_subtitle(ann: Annotation) -> dict[str, str]:
+    """The caption and reasoning written for the clip shown without its subtitle
+    (``meta["without_subtitle"]``, which the synthetic corpus has); empty if there are none."""
+    texts = ann.meta.get("without_subtitle")
+    if isinstance(texts, dict) and all(isinstance(texts.get(k), str) for k in ("coarse_caption", "fine_reasoning")):
+        return texts
+    return {}
+
+
 def with_dropout(sample: TuningSample, task: str, rng: random.Random, share: float,
                  subtitle_share: float = 0.0) -> tuple[EncodedClip, str | None]:
     """The sample's inputs, some modalities left out for a ``share`` of label questions
     and the subtitle alone for a further ``subtitle_share``. Reasoning answers cite every
-    modality, so they always see all of them."""
+    modality, so reasoning questions see all of them, except that the subtitle is left
+    out for a ``subtitle_share`` of them when the annotation has answers written without
+    it (:func:`without_subtitle`): otherwise the model learns to quote words it never saw."""
     if task != "emotion":
+        if subtitle_share and sample.subtitle and without_subtitle(sample.annotation) and rng.random() < subtitle_share:
+            return sample.encoded, None
         return sample.encoded, sample.subtitle
     if rng.random() >= share:
         if subtitle_share and rng.random() < subtitle_share:
@@ -573,7 +597,7 @@ def run(config: TrainConfig) -> dict:
         raise EmotionLlamaError(f"no training annotations in {config.corpus}")
     cache = work / "prepared"
     timed("prepare", lambda: prepare_all(annotations, corpus_root, cache, preset(config.preset), config.workers,
-                                         config.face_scale_factor))
+                                         config.face_scale_factor, config.face_min_fraction))
     annotations = [a for a in annotations if (cache / f"{a.name}.npz").exists()]
 
     stages = work / "stages"

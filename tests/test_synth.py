@@ -226,6 +226,14 @@ def test_reasoning_mentions_true_clues_and_label(corpus):
             )
         assert a.fine_reasoning.rstrip(".").endswith(a.label)
         assert a.subtitle in a.fine_reasoning and a.subtitle in a.coarse_caption
+        # Written for the clip shown without its subtitle: same face and voice clues and
+        # label, no quoted words, and it says there is no subtitle.
+        bare = a.meta["without_subtitle"]
+        for text in bare.values():
+            assert a.subtitle not in text and '"' not in text and "subtitle" in text
+        found = find_clues(bare["fine_reasoning"])
+        assert set(a.clues["face"]) <= set(found["face"]) and set(a.clues["voice"]) <= set(found["voice"])
+        assert bare["fine_reasoning"].rstrip(".").endswith(a.label)
 
 
 @needs_espeak

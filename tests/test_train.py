@@ -81,6 +81,31 @@ def test_follow_up_conversation_trains_label_then_reasoning():
     assert sum(p.kind == "bos" for p in follow) == 2 and sum(p.kind == "bos" for p in single) == 1
 
 
+def test_reasoning_questions_without_subtitle_get_answers_that_quote_no_words():
+    import random
+
+    from emotion_llama.data.merr import Annotation
+    from emotion_llama.train import TuningSample, conversation, with_dropout
+
+    bare = {"coarse_caption": "A low voice; no subtitle is given.",
+            "fine_reasoning": "The voice is low. There is no subtitle. Overall, sad."}
+    ann = Annotation("clip", label="sad", subtitle="It is over.", coarse_caption='Says: "It is over."',
+                     fine_reasoning='The voice is low. She says "It is over." Overall, sad.',
+                     meta={"without_subtitle": bare})
+    sample = TuningSample("clip", None, ann.subtitle, ann)
+    rng = random.Random(0)
+    drops = [with_dropout(sample, "reason", rng, 0.0, subtitle_share=0.5)[1] for _ in range(400)]
+    assert 150 < drops.count(None) < 250 and set(drops) == {None, "It is over."}
+    for stage, key in ((1, "coarse_caption"), (2, "fine_reasoning")):
+        answers = [p.text for p in conversation(sample, "reason", rng, stage, subtitle=None) if p.kind == "answer"]
+        assert answers == [bare[key]]
+        answers = [p.text for p in conversation(sample, "reason", rng, stage, subtitle=ann.subtitle) if p.kind == "answer"]
+        assert answers == [getattr(ann, key)]
+    # Data without such answers (real MERR) keeps the subtitle on every reasoning question.
+    plain = TuningSample("clip", None, ann.subtitle, Annotation("clip", label="sad", subtitle="It is over."))
+    assert {with_dropout(plain, "reason", rng, 0.0, subtitle_share=0.9)[1] for _ in range(50)} == {"It is over."}
+
+
 def test_encoder_pretraining_gives_the_same_weights_twice(small_corpus, tmp_path):
     """HuBERT's SpecAugment masks come from NumPy's global generator: whatever state that is
     in, retraining must give the same speech encoder (and so the same shipped model)."""

@@ -51,7 +51,7 @@ from ..errors import EmotionLlamaError
 from . import synth_face, synth_text, synth_voice
 from .merr import FACE_MISSING_CLUES, MERR_LABELS, Annotation, write_annotations
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2  # 2: annotations carry meta['without_subtitle'] (the clips are as in 1)
 FPS = 25
 RENDER_EVERY = 2  # render every 2nd frame (12.5 fps of drawing), each shown twice
 MIN_SECONDS, MAX_SECONDS = 2.0, 4.0
@@ -269,7 +269,8 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
         "words_clue": synth_text.words_clue(words_kind, words_emotion),
         "conflict": case == "conflict",
     }
-    text_rng = np.random.default_rng([task.seed, 0x7E47, task.index])
+    text_seed = [task.seed, 0x7E47, task.index]
+    text_rng = np.random.default_rng(text_seed)
     clues = {
         "face": [synth_face.AU_NAMES[a] for a in face_aus] if face_vis == "visible" else [FACE_MISSING_CLUES[face_vis]],
         "voice": vplan.clues() if voice_present else ["no audible speech"],
@@ -298,6 +299,12 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
             "seed": task.seed,
             "index": task.index,
             "case": case,
+            # The caption and reasoning as they read when the clip is shown without its
+            # subtitle (training asks reasoning questions that way too; see train.py).
+            "without_subtitle": {
+                "coarse_caption": synth_text.coarse_caption(info, words=False),
+                "fine_reasoning": synth_text.fine_reasoning(np.random.default_rng(text_seed), info, words=False),
+            },
             "words_kind": words_kind,
             "face_visibility": face_vis,
             "audio_mode": audio_mode,

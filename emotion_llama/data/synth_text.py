@@ -426,8 +426,9 @@ def _np(phrase: str) -> str:
     return phrase if (phrase.startswith("words") or phrase.endswith("words")) else _article(phrase)
 
 
-def coarse_caption(info: dict) -> str:
-    """One sentence listing the clues (MERR coarse style)."""
+def coarse_caption(info: dict, words: bool = True) -> str:
+    """One sentence listing the clues (MERR coarse style). With ``words=False`` it reads
+    as for the same clip shown without its subtitle: the words are not quoted."""
     who = "He" if info["gender"] == "male" else "She"
     parts = []
     if info["face_visibility"] == "visible":
@@ -444,12 +445,20 @@ def coarse_caption(info: dict) -> str:
         parts.append(f"speaks with {_aj(info['voice_clues'])}")
     else:
         parts.append("there is no audible speech")
-    parts.append(f'says: "{info["subtitle"]}" ({info["words_clue"]})')
+    if words:
+        parts.append(f'says: "{info["subtitle"]}" ({info["words_clue"]})')
+    else:
+        parts.append("no subtitle is given")
     return "; ".join(parts) + "."
 
 
-def fine_reasoning(rng: np.random.Generator, info: dict) -> str:
-    """A paragraph: face, voice, words, conclusion with the label (MERR fine style)."""
+def fine_reasoning(rng: np.random.Generator, info: dict, words: bool = True) -> str:
+    """A paragraph: face, voice, words, conclusion with the label (MERR fine style).
+
+    With ``words=False`` it is the paragraph for the same clip shown without its
+    subtitle: it says that there are no words to weigh instead of quoting them, and
+    concludes from the face and the voice. Given a generator in the same state, the face
+    and voice sentences are the same as with words."""
     he = "he" if info["gender"] == "male" else "she"
     his = "his" if info["gender"] == "male" else "her"
     He, His = he.capitalize(), his.capitalize()
@@ -533,7 +542,16 @@ def fine_reasoning(rng: np.random.Generator, info: dict) -> str:
     # words
     sub, wclue = info["subtitle"], info["words_clue"]
     wk = info["words_kind"]
-    if info["conflict"]:
+    if not words:
+        sents.append(
+            pick(
+                [
+                    "No subtitle is given, so there are no words to weigh.",
+                    "There is no subtitle, so what is said cannot be weighed.",
+                ]
+            )
+        )
+    elif info["conflict"]:
         if wk == "ironic":
             sents.append(
                 pick(
@@ -609,7 +627,11 @@ def fine_reasoning(rng: np.random.Generator, info: dict) -> str:
             [
                 f"Therefore, it is inferred that {his} emotional state is: {label}.",
                 f"Taken together, these clues indicate that the person feels {label}.",
-                f"Integrating the visual, vocal and verbal clues, the emotion label is {label}.",
+                (
+                    f"Integrating the visual, vocal and verbal clues, the emotion label is {label}."
+                    if words
+                    else f"Integrating the visual and vocal clues, the emotion label is {label}."
+                ),
                 f"Overall, the most likely emotion is {label}.",
             ]
         )
