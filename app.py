@@ -160,9 +160,13 @@ def build_demo(engine: Engine) -> gr.Blocks:
             with state["lock"]:  # the transcript is the server's, so a queued turn never shows a stale one
                 history = [*state["messages"], {"role": "user", "content": shown},
                            {"role": "assistant", "content": ""}]
+                # The box is cleared once: later updates leave it alone, so what the user types
+                # while this reply streams is kept for the next turn.
+                box = ""
                 for reply in state["session"].ask(question, task, options.generation):
                     history[-1] = {"role": "assistant", "content": reply}
-                    yield "", history, state
+                    yield box, history, state
+                    box = gr.skip()
                 state["messages"] = history
 
     @gpu
