@@ -2,7 +2,7 @@
 
 Run from the repository root after training and evaluating, e.g.::
 
-    python benchmarks/probe_features.py --train-data runs/corpus --train-features runs/tiny/features \\
+    python benchmarks/probe_features.py --train-data runs/corpus --train-features runs/tiny/cache/features \\
         --test-data runs/testset --test-features runs/testset/features/tiny-HASH
 
 A logistic regression is fitted on the training clips' pooled features (face, face
@@ -27,8 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emotion_llama.config import MERR_LABELS  # after the path is set
 from emotion_llama.data.merr import Annotation, load_annotations
+from emotion_llama.vocab import MERR_LABELS  # after the path is set
 
 # Folder names of the reference feature layout that ``FeatureStore`` writes.
 POOLED = ("mae_340_UTT", "maeV_399_UTT", "HL-UTT")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from emotion_llama.train import StageSettings, TrainConfig, run
+from emotion_llama.training import StageSettings, TrainConfig, run
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (Debian package) is not installed")
 
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
-    from emotion_llama.data.synth import generate_corpus
+    from synthetic import generate_corpus
 
     folder = tmp_path_factory.mktemp("corpus")
     generate_corpus(folder, 20, seed=77, workers=2, progress=False, split="train")
@@ -35,29 +36,34 @@ def test_every_stage_runs_and_the_losses_fall(small_corpus, tmp_path):
         encoder_clue_weight={"audio": 4.0, "face": 1.0},
         encoders=StageSettings(epochs=2, lr=3e-3, batch_size=10),
         language=StageSettings(epochs=8, lr=5e-3, batch_size=5),
-        stage1=StageSettings(epochs=8, lr=5e-3, batch_size=5),
-        stage2=StageSettings(epochs=8, lr=5e-3, batch_size=5),
+        coarse_tuning=StageSettings(epochs=8, lr=5e-3, batch_size=5),
+        fine_tuning=StageSettings(epochs=8, lr=5e-3, batch_size=5),
     )
     report = run(config)
     # The loss on a fixed probe batch, dropout off, before and after each stage. The LLM
-    # itself trains in the language stage; afterwards only adapters and LoRA move.
+    # itself trains in language pretraining; afterwards only adapters and LoRA move.
     assert report["language_loss"]["probe_after"] < 0.8 * report["language_loss"]["probe_before"], report
-    for stage in ("stage1_loss", "stage2_loss"):
+    for stage in ("coarse_tuning_loss", "fine_tuning_loss"):
         assert report[stage]["probe_after"] < report[stage]["probe_before"], (stage, report[stage])
     assert set(report["encoder_accuracy"]) == {"global", "face", "temporal", "audio"}
     exported = tmp_path / "export"
     assert (exported / "model.safetensors").is_file() and (exported / "tokenizer.json").is_file()
-    assert json.loads((exported / "training.json").read_text())["report"]["seconds"]["stage2"] > 0
+    assert json.loads((exported / "training.json").read_text())["report"]["seconds"]["fine_tuning"] > 0
+
+    # One cache holds the run's decoded clips and their features.
+    cache = tmp_path / "work" / "cache"
+    assert sorted(p.name for p in cache.iterdir()) == ["clips", "features"]
+    assert len(list((cache / "clips").glob("*.npz"))) == len(list((cache / "features" / "meta").glob("*.json"))) > 0
 
     # Resumable: a second run finds every stage done and repeats none of them.
-    stages = ("encoders", "language", "stage1", "stage2")
+    stages = ("encoders", "language", "coarse_tuning", "fine_tuning")
     again = run(config)
     assert {k: again["seconds"][k] for k in stages} == {k: report["seconds"][k] for k in stages}
 
     # Only adapters and LoRA changed during instruction tuning: the LLM's own weights did not.
     from emotion_llama.checkpoints import from_pretrained
 
-    before = from_pretrained(tmp_path / "work" / "stages" / "1_language")
+    before = from_pretrained(tmp_path / "work" / "stages" / "language")
     after = from_pretrained(exported)
     base_keys = [k for k in before.state_dict() if k.startswith("llama_model.") and ".lora_" not in k]
     assert any("mlp" in k for k in base_keys)
@@ -69,13 +75,14 @@ def test_follow_up_conversation_trains_label_then_reasoning():
     import random
 
     from emotion_llama.data.merr import Annotation
-    from emotion_llama.train import TuningSample, conversation
+    from emotion_llama.training.fine_tuning import FINE_TUNING
+    from emotion_llama.training.tuning import TuningSample, conversation
 
     ann = Annotation("clip", label="sad", subtitle="It is over.", fine_reasoning="The voice is low. Overall, sad.")
     sample = TuningSample("clip", None, ann.subtitle, ann)
     rng = random.Random(0)
-    follow = conversation(sample, "reason", rng, stage=2, subtitle=ann.subtitle, follow_up=1.0)
-    single = conversation(sample, "reason", rng, stage=2, subtitle=ann.subtitle, follow_up=0.0)
+    follow = conversation(sample, "reason", rng, FINE_TUNING, subtitle=ann.subtitle, follow_up=1.0)
+    single = conversation(sample, "reason", rng, FINE_TUNING, subtitle=ann.subtitle, follow_up=0.0)
     assert [p.text for p in follow if p.kind == "answer"] == ["sad", "The voice is low. Overall, sad."]
     assert [p.text for p in single if p.kind == "answer"] == ["The voice is low. Overall, sad."]
     assert sum(p.kind == "bos" for p in follow) == 2 and sum(p.kind == "bos" for p in single) == 1
@@ -85,7 +92,9 @@ def test_reasoning_questions_without_subtitle_get_answers_that_quote_no_words():
     import random
 
     from emotion_llama.data.merr import Annotation
-    from emotion_llama.train import TuningSample, conversation, with_dropout
+    from emotion_llama.training.coarse_tuning import COARSE_TUNING
+    from emotion_llama.training.fine_tuning import FINE_TUNING
+    from emotion_llama.training.tuning import TuningSample, conversation, with_dropout
 
     bare = {"coarse_caption": "A low voice; no subtitle is given.",
             "fine_reasoning": "The voice is low. There is no subtitle. Overall, sad."}
@@ -96,7 +105,7 @@ def test_reasoning_questions_without_subtitle_get_answers_that_quote_no_words():
     rng = random.Random(0)
     drops = [with_dropout(sample, "reason", rng, 0.0, subtitle_share=0.5)[1] for _ in range(400)]
     assert 150 < drops.count(None) < 250 and set(drops) == {None, "It is over."}
-    for stage, key in ((1, "coarse_caption"), (2, "fine_reasoning")):
+    for stage, key in ((COARSE_TUNING, "coarse_caption"), (FINE_TUNING, "fine_reasoning")):
         answers = [p.text for p in conversation(sample, "reason", rng, stage, subtitle=None) if p.kind == "answer"]
         assert answers == [bare[key]]
         answers = [p.text for p in conversation(sample, "reason", rng, stage, subtitle=ann.subtitle) if p.kind == "answer"]
@@ -114,11 +123,13 @@ def test_encoder_pretraining_gives_the_same_weights_twice(small_corpus, tmp_path
     from emotion_llama.config import preset
     from emotion_llama.data.merr import load_annotations
     from emotion_llama.pipeline import random_tiny_model
-    from emotion_llama.train import prepare_all, pretrain_encoders
+    from emotion_llama.training.cache import RunCache
+    from emotion_llama.training.decoding import decode_clips
+    from emotion_llama.training.encoder_pretraining import pretrain_encoders
 
     annotations = load_annotations(small_corpus)
-    cache = tmp_path / "prepared"
-    prepare_all(annotations, small_corpus, cache, preset("tiny"), workers=2, face_scale_factor=1.15)
+    cache = RunCache(tmp_path / "cache")
+    decode_clips(annotations, small_corpus, cache, preset("tiny"), workers=2, face_scale_factor=1.15)
     settings = StageSettings(epochs=1, lr=3e-3, batch_size=8)
     weights = []
     for unrelated_seed in (1, 2):
@@ -130,3 +141,36 @@ def test_encoder_pretraining_gives_the_same_weights_twice(small_corpus, tmp_path
     untrained = random_tiny_model(seed=0).encoders.audio.state_dict()
     assert any(not torch.equal(weights[0][k], untrained[k]) for k in untrained)  # it did train
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_configs_with_the_stage_keys_of_before_the_paper_names_still_load(tmp_path):
+    old = {"corpus": "corpus", "work": "work", "stage1": {"epochs": 2}, "stage2": {"epochs": 3}, "label_share_stage2": 0.4}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    config = TrainConfig.load(tmp_path / "old.json")
+    assert (config.coarse_tuning.epochs, config.fine_tuning.epochs, config.fine_label_share) == (2, 3, 0.4)
+    assert config.work == str(tmp_path / "work")
+    shipped = TrainConfig.load(Path(__file__).parent.parent / "configs" / "tiny.json")
+    assert (shipped.coarse_tuning.epochs, shipped.fine_tuning.epochs, shipped.fine_label_share) == (9, 4, 0.3)
+
+
+def test_nothing_outside_training_imports_it_but_the_train_command():
+    """Inference never loads training code: only ``cli.cmd_train`` imports it, inside the function."""
+    import ast
+
+    package = Path(__file__).parent.parent / "emotion_llama"
+    found = set()
+    for path in package.rglob("*.py"):
+        if "training" in path.relative_to(package).parts:
+            continue
+        for statement in ast.parse(path.read_text()).body:
+            owner = statement.name if isinstance(statement, ast.FunctionDef) else "<module>"
+            for node in ast.walk(statement):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or "", *(f"{node.module or ''}.{a.name}" for a in node.names)]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                if any("training" in name.split(".") for name in names):
+                    found.add((path.name, owner))
+    assert found == {("cli.py", "cmd_train")}, found

@@ -1,0 +1,154 @@
+"""What both instruction-tuning stages share (stage 1, coarse-grained tuning, and stage 2,
+fine-grained tuning): the samples, the conversations asked of them, modality and subtitle
+dropout, the answer-only loss and the training loop. Only the adapters and LoRA train."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data.merr import Annotation
+from ..encoders import EncodedClip, without
+from ..model import EmotionLlama
+from ..prompts import answer_pieces, first_turn, reason_after_label, user_turn
+from ..vocab import ENCODED_MODALITIES, MODALITIES
+from .cache import RunCache
+from .common import PROBE_SIZE, StageSettings, loss_summary, optimiser, probe, stage_steps
+
+
+@dataclass(frozen=True)
+class TuningStage:
+    """What sets one instruction-tuning stage apart from the other."""
+
+    number: int  # the paper's stage number; the stage's draws are seeded with seed + number
+    name: str  # its config key, report key and work folder
+    title: str  # what its progress bar says
+    reasoning: str  # the annotation field that answers its ``[reason]`` questions
+
+
+@dataclass
+class TuningSample:
+    name: str
+    encoded: EncodedClip
+    subtitle: str | None
+    annotation: Annotation
+
+
+def tuning_samples(annotations: list[Annotation], cache: RunCache) -> list[TuningSample]:
+    """Every clip with its features as extracted into the cache."""
+    return [TuningSample(a.name, cache.features.read(a.name).encoded, a.subtitle, a) for a in annotations]
+
+
+def without_subtitle(ann: Annotation) -> dict[str, str]:
+    """The caption and reasoning written for the clip shown without its subtitle
+    (``meta["without_subtitle"]``, which the synthetic corpus has); empty if there are none."""
+    texts = ann.meta.get("without_subtitle")
+    if isinstance(texts, dict) and all(isinstance(texts.get(k), str) for k in ("coarse_caption", "fine_reasoning")):
+        return texts
+    return {}
+
+
+def conversation(sample: TuningSample, task: str, rng: random.Random, stage: TuningStage,
+                 subtitle: str | None = None, follow_up: float = 0.0):
+    """One training conversation. A ``follow_up`` share of reasoning questions come as the
+    second turn after the label answer (both answers are targets), as the app asks them."""
+    ann = sample.annotation
+    if task == "emotion":
+        return first_turn(user_turn(task, subtitle=subtitle, rng=rng)) + answer_pieces(ann.label, close=True)
+    answer = getattr(ann, stage.reasoning)
+    texts = without_subtitle(ann)
+    if subtitle is None and sample.subtitle and texts:
+        # Shown without its subtitle: the answer must not quote words it was not given.
+        answer = texts[stage.reasoning]
+    if rng.random() < follow_up:
+        prompt = reason_after_label(ann.label, subtitle=subtitle, rng=rng, label_kind="answer")
+    else:
+        prompt = first_turn(user_turn(task, subtitle=subtitle, rng=rng))
+    return prompt + answer_pieces(answer, close=True)
+
+
+def with_dropout(sample: TuningSample, task: str, rng: random.Random, share: float,
+                 subtitle_share: float = 0.0) -> tuple[EncodedClip, str | None]:
+    """The sample's inputs, some modalities left out for a ``share`` of label questions
+    and the subtitle alone for a further ``subtitle_share``. Reasoning answers cite every
+    modality, so reasoning questions see all of them, except that the subtitle is left
+    out for a ``subtitle_share`` of them when the annotation has answers written without
+    it (:func:`without_subtitle`): otherwise the model learns to quote words it never saw."""
+    if task != "emotion":
+        if subtitle_share and sample.subtitle and without_subtitle(sample.annotation) and rng.random() < subtitle_share:
+            return sample.encoded, None
+        return sample.encoded, sample.subtitle
+    if rng.random() >= share:
+        if subtitle_share and rng.random() < subtitle_share:
+            return sample.encoded, None
+        return sample.encoded, sample.subtitle
+    if rng.random() < 0.5:
+        keep = rng.choice(MODALITIES)
+        dropped = tuple(m for m in MODALITIES if m != keep)
+    else:
+        dropped = (rng.choice(MODALITIES),)
+    encoded = without(sample.encoded, tuple(m for m in dropped if m in ENCODED_MODALITIES))
+    return encoded, None if "subtitle" in dropped else sample.subtitle
+
+
+def instruction_loss(model: EmotionLlama, batch: list[list], projected: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Cross-entropy on the answer and its ``</s>``, every other position masked."""
+    sequences = [model.assemble(pieces, proj) for pieces, proj in zip(batch, projected)]
+    length = max(len(s) for s in sequences)
+    hidden = sequences[0].inputs_embeds.shape[-1]
+    embeds = torch.zeros(len(sequences), length, hidden)
+    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    labels = torch.full((len(sequences), length), -100)
+    for row, seq in enumerate(sequences):
+        embeds[row, : len(seq)] = seq.inputs_embeds[0]
+        mask[row, : len(seq)] = 1
+        for i, kind in enumerate(seq.kind_at()):
+            if kind in ("answer", "eos"):
+                labels[row, i] = seq.token_ids[i]
+    return model.llama_model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+
+def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
+    """The adapters' and LoRA's parameters, the only ones left trainable."""
+    params = [p for layer in model.adapters().values() for p in layer.parameters()]
+    params += [p for n, p in model.llama_model.named_parameters() if ".lora_" in n]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: TuningStage,
+                     seed: int, label_share: float = 0.5, modality_dropout: float = 0.0, follow_up: float = 0.0,
+                     subtitle_dropout: float = 0.0) -> dict:
+    """One tuning stage: batches of label (``label_share``) and reasoning questions."""
+    params = trainable_parameters(model)
+    steps = stage_steps(len(samples), settings)
+    step_with = optimiser(params, settings, steps, clip_norm=1.0)
+    rng = random.Random(seed + stage.number)
+    probe_rng = random.Random(seed)
+    fixed = [conversation(s, "emotion" if i % 2 else "reason", probe_rng, stage, s.subtitle)
+             for i, s in enumerate(samples[:PROBE_SIZE])]
+
+    def probe_loss() -> torch.Tensor:
+        return instruction_loss(model, fixed, [model.project(s.encoded) for s in samples[:PROBE_SIZE]])
+
+    before = probe(model, probe_loss)
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=stage.title, unit="step"):
+        chosen = rng.sample(samples, min(settings.batch_size, len(samples)))
+        tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
+        inputs = [with_dropout(s, t, rng, modality_dropout, subtitle_dropout) for s, t in zip(chosen, tasks)]
+        batch = [conversation(s, t, rng, stage, words, follow_up) for s, t, (_, words) in zip(chosen, tasks, inputs)]
+        projected = [model.project(encoded) for encoded, _ in inputs]
+        losses.append(step_with(instruction_loss(model, batch, projected)))
+    after = probe(model, probe_loss)
+    for p in params:
+        p.requires_grad_(False)
+    return {**loss_summary(losses), "probe_before": before, "probe_after": after}
