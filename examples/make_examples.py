@@ -22,8 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from emotion_llama.data.merr import Annotation
-from emotion_llama.data.synth import make_sample, plan_corpus
 from emotion_llama.pipeline import load_engine
+from synthetic import make_sample, plan_corpus
 from tests.media_factory import make_face_clip, two_faces
 
 SEED, SEARCH = 3000, 400

@@ -49,8 +49,8 @@ def test_the_shipped_weights_are_small_enough_for_a_space_without_lfs():
 @needs_espeak
 def test_scores_on_a_fixed_test_set_stay_above_the_thresholds(engine, tmp_path):
     from emotion_llama.data.merr import load_annotations
-    from emotion_llama.data.synth import generate_corpus
     from emotion_llama.evaluate import evaluate
+    from synthetic import generate_corpus
 
     generate_corpus(tmp_path / "test", TEST_CLIPS, seed=TEST_SEED, workers=2, progress=False, split="test")
     annotations = load_annotations(tmp_path / "test")

@@ -1,7 +1,7 @@
-"""Dataset formats (MERR, MER2023) and the synthetic audio-visual emotion corpus.
+"""Dataset formats (MERR, MER2023).
 
-``merr`` reads and writes annotations (standard library only); ``synth`` generates the
-synthetic corpus (numpy, OpenCV, espeak-ng, the bundled ffmpeg) and is imported on use.
+``merr`` reads and writes annotations (standard library only). The synthetic corpus
+generator that writes them is the top-level package ``synthetic``, outside the library.
 """
 
 from .merr import Annotation, clue_vocabulary, find_clues, load_annotations, write_annotations

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .merr import AU_CLUES
+from emotion_llama.data.merr import AU_CLUES
 
 SIZE = 256  # frames are SIZE x SIZE, RGB
 _SHIFT = 4  # fixed-point bits for sub-pixel drawing

@@ -31,7 +31,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from ..errors import EmotionLlamaError
+from emotion_llama.errors import EmotionLlamaError
 
 SPEECH_RATE = 22050  # espeak-ng's native rate; ffmpeg resamples to 16 kHz when muxing
 

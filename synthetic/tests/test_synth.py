@@ -29,7 +29,7 @@ needs_espeak = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from emotion_llama.data.synth import generate_corpus
+    from synthetic import generate_corpus
 
     out = tmp_path_factory.mktemp("synth2")
     summary = generate_corpus(out, N, SEED, workers=2, progress=False)
@@ -54,7 +54,7 @@ def _first_frame(path: Path) -> np.ndarray:
 
 @needs_espeak
 def test_same_seed_same_corpus_for_any_worker_count(corpus, tmp_path):
-    from emotion_llama.data.synth import generate_corpus
+    from synthetic import generate_corpus
 
     out2, summary2 = corpus
     out1 = tmp_path / "one"
@@ -71,7 +71,7 @@ def test_same_seed_same_corpus_for_any_worker_count(corpus, tmp_path):
 
 @needs_espeak
 def test_different_seed_differs(corpus, tmp_path):
-    from emotion_llama.data.synth import generate_corpus
+    from synthetic import generate_corpus
 
     out, _ = corpus
     generate_corpus(tmp_path, 2, SEED + 1, workers=1, progress=False)
@@ -192,7 +192,7 @@ def _bank_regex(templates) -> re.Pattern:
 
 @needs_espeak
 def test_conflict_words_disagree_with_the_label(corpus):
-    from emotion_llama.data import synth_text
+    from synthetic import text as synth_text
 
     out, _ = corpus
     conflicts = [a for a in load_annotations(out) if a.conflict]
@@ -258,25 +258,24 @@ def test_annotation_files_load_back_in_every_format(corpus):
 
 
 @needs_espeak
-def test_cli_entry_points(tmp_path, capsys):
-    import argparse
+def test_cli_entry_point(tmp_path, capsys):
+    from emotion_llama.cli import build_parser, main
 
-    from emotion_llama.data.synth import add_synth_arguments, main
-
-    parser = add_synth_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--out", str(tmp_path), "--n", "3", "--seed", "4", "--split", "test"])
+    args = build_parser().parse_args(["synth", "--out", str(tmp_path), "--n", "3", "--seed", "4", "--split", "test"])
     assert (args.n, args.seed, args.split, args.workers) == (3, 4, "test", None)
-    assert main(["--out", str(tmp_path / "c"), "--n", "2", "--seed", "4", "--workers", "1", "--no-progress"]) == 0
+    assert main(["synth", "--out", str(tmp_path / "c"), "--n", "2", "--seed", "4", "--workers", "1", "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["n"] == 2 and printed["clips_per_minute"] > 0
     assert len(load_annotations(tmp_path / "c")) == 2
+    assert main(["synth", "--out", str(tmp_path / "d"), "--n", "0"]) == 2
+    assert capsys.readouterr().err == "error: --n must be at least 1\n"
 
 
 # ----------------------------------------------------------------------------- no espeak needed
 
 
 def test_plan_is_balanced_and_deterministic():
-    from emotion_llama.data.synth import CASE_BLOCK, plan_corpus
+    from synthetic.corpus import CASE_BLOCK, plan_corpus
 
     a = plan_corpus(180, 3)
     assert a == plan_corpus(180, 3)
@@ -293,7 +292,7 @@ def test_plan_is_balanced_and_deterministic():
 
 
 def test_sentence_banks_are_large_and_fit_templates():
-    from emotion_llama.data import synth_text
+    from synthetic import text as synth_text
 
     assert synth_text.count_distinct_sentences() >= 3000
     rng = np.random.default_rng(0)
@@ -380,6 +379,6 @@ def test_bad_annotation_sources_raise_clear_errors(tmp_path):
 
 def test_label_order_matches_the_config():
     pytest.importorskip("transformers")
-    from emotion_llama.config import MER2023_LABELS, MERR_LABELS
+    from emotion_llama.vocab import MER2023_LABELS, MERR_LABELS
 
     assert merr.MERR_LABELS == MERR_LABELS and merr.MER2023_LABELS == MER2023_LABELS

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .merr import AU_CLUES, FACE_MISSING_CLUES, WORDS_CLUES
+from emotion_llama.data.merr import AU_CLUES, FACE_MISSING_CLUES, WORDS_CLUES
 
 SLOTS: dict[str, tuple[str, ...]] = {
     "person": (
@@ -481,7 +481,7 @@ def fine_reasoning(rng: np.random.Generator, info: dict, words: bool = True) -> 
         )
         if aus:
             names = [AU_CLUES[a] for a in aus]
-            from .synth_face import AU_PLAIN
+            from .face import AU_PLAIN
 
             plain = [AU_PLAIN[a] for a in aus[:3]]
             sents.append(

@@ -2,7 +2,7 @@
 
 ``generate_corpus(out_dir, n, seed)`` writes ``n`` short clips (H.264 + AAC ``.mp4``,
 256x256, 25 fps, 2-4 s) of a drawn face speaking a subtitle with emotional prosody, and
-their annotations (see ``merr.py``), for the nine MERR labels. It exists so that the
+their annotations (see ``emotion_llama/data/merr.py``), for the nine MERR labels. It exists so that the
 ``tiny`` preset can be trained and tested here, where no real dataset or official weight
 can be downloaded.
 
@@ -47,9 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmotionLlamaError
-from . import synth_face, synth_text, synth_voice
-from .merr import FACE_MISSING_CLUES, MERR_LABELS, Annotation, write_annotations
+from emotion_llama.data.merr import FACE_MISSING_CLUES, Annotation, write_annotations
+from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.vocab import MERR_LABELS
+
+from . import face, text, voice
 
 SYNTH_VERSION = 2  # 2: annotations carry meta['without_subtitle'] (the clips are as in 1)
 FPS = 25
@@ -199,35 +201,35 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
     words_kind, words_emotion = _choose_words(rng, label, case)
 
     # voice and words
-    vplan = synth_voice.plan_voice(rng, label)
-    bank = synth_text.bank_for(words_kind, words_emotion)
-    subtitle = synth_text.pick_sentence(rng, bank, synth_voice.max_words(vplan, MAX_SPEECH_SECONDS - 0.3))
-    speech = synth_voice.synthesize(vplan, subtitle)
-    seconds = len(speech) / synth_voice.SPEECH_RATE
+    vplan = voice.plan_voice(rng, label)
+    bank = text.bank_for(words_kind, words_emotion)
+    subtitle = text.pick_sentence(rng, bank, voice.max_words(vplan, MAX_SPEECH_SECONDS - 0.3))
+    speech = voice.synthesize(vplan, subtitle)
+    seconds = len(speech) / voice.SPEECH_RATE
     if seconds > MAX_SPEECH_SECONDS:
-        speech = synth_voice.synthesize(vplan, subtitle, rate_scale=seconds / (MAX_SPEECH_SECONDS - 0.1))
-        seconds = len(speech) / synth_voice.SPEECH_RATE
-    speech = synth_voice.apply_effects(rng, vplan, speech)
+        speech = voice.synthesize(vplan, subtitle, rate_scale=seconds / (MAX_SPEECH_SECONDS - 0.1))
+        seconds = len(speech) / voice.SPEECH_RATE
+    speech = voice.apply_effects(rng, vplan, speech)
     lead = float(rng.uniform(0.15, 0.45))
     tail = float(rng.uniform(0.2, 0.45))
     duration = float(np.clip(lead + seconds + tail, MIN_SECONDS, MAX_SECONDS))
     n_frames = int(round(duration * FPS))
     duration = n_frames / FPS
-    speech = speech[: max(0, int((duration - lead) * synth_voice.SPEECH_RATE))]
+    speech = speech[: max(0, int((duration - lead) * voice.SPEECH_RATE))]
     times = np.arange(0, n_frames, RENDER_EVERY) / FPS
-    mouth = synth_voice.mouth_openness(speech, lead, times)
+    mouth = voice.mouth_openness(speech, lead, times)
 
     # face
-    ident = synth_face.sample_identity(rng)
-    fplan = synth_face.plan_face(rng, label, duration, visibility=face_vis)
-    clip = synth_face.render_clip(rng, ident, fplan, times, mouth, duration)
+    ident = face.sample_identity(rng)
+    fplan = face.plan_face(rng, label, duration, visibility=face_vis)
+    clip = face.render_clip(rng, ident, fplan, times, mouth, duration)
 
     # sound track
     track = None
     if audio_mode == "present":
-        track = synth_voice.mix_track(rng, vplan, speech, lead, duration)
+        track = voice.mix_track(rng, vplan, speech, lead, duration)
     elif audio_mode == "silent":
-        track = np.zeros(int(round(duration * synth_voice.SPEECH_RATE)), np.float32)
+        track = np.zeros(int(round(duration * voice.SPEECH_RATE)), np.float32)
 
     out = Path(task.out_dir)
     video_rel = f"videos/{task.name}.mp4"
@@ -236,7 +238,7 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
     wav = None
     if track is not None:
         wav = tmp_dir / f"{task.name}.wav"
-        synth_voice.write_wav(str(wav), track)
+        voice.write_wav(str(wav), track)
     part = video_path.with_name(video_path.name + ".part")
     try:
         encode_clip(part, clip.frames, n_frames, wav, duration)
@@ -250,7 +252,7 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
     # annotation
     face_aus = fplan.clue_aus() if face_vis == "visible" else []
     voice_present = audio_mode == "present"
-    face_pair = next((p for p in synth_face.FACE_PAIRS if label in p), None)
+    face_pair = next((p for p in face.FACE_PAIRS if label in p), None)
     info = {
         "label": label,
         "gender": vplan.gender,
@@ -266,13 +268,13 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
         "subtitle": subtitle,
         "words_kind": words_kind,
         "words_emotion": words_emotion,
-        "words_clue": synth_text.words_clue(words_kind, words_emotion),
+        "words_clue": text.words_clue(words_kind, words_emotion),
         "conflict": case == "conflict",
     }
     text_seed = [task.seed, 0x7E47, task.index]
     text_rng = np.random.default_rng(text_seed)
     clues = {
-        "face": [synth_face.AU_NAMES[a] for a in face_aus] if face_vis == "visible" else [FACE_MISSING_CLUES[face_vis]],
+        "face": [face.AU_NAMES[a] for a in face_aus] if face_vis == "visible" else [FACE_MISSING_CLUES[face_vis]],
         "voice": vplan.clues() if voice_present else ["no audible speech"],
         "words": [info["words_clue"]],
     }
@@ -281,8 +283,8 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
         name=task.name,
         label=label,
         subtitle=subtitle,
-        coarse_caption=synth_text.coarse_caption(info),
-        fine_reasoning=synth_text.fine_reasoning(text_rng, info),
+        coarse_caption=text.coarse_caption(info),
+        fine_reasoning=text.fine_reasoning(text_rng, info),
         clues=clues,
         conflict=case == "conflict",
         missing=missing,
@@ -300,10 +302,10 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
             "index": task.index,
             "case": case,
             # The caption and reasoning as they read when the clip is shown without its
-            # subtitle (training asks reasoning questions that way too; see train.py).
+            # subtitle (training asks reasoning questions that way too; see emotion_llama/training/tuning.py).
             "without_subtitle": {
-                "coarse_caption": synth_text.coarse_caption(info, words=False),
-                "fine_reasoning": synth_text.fine_reasoning(np.random.default_rng(text_seed), info, words=False),
+                "coarse_caption": text.coarse_caption(info, words=False),
+                "fine_reasoning": text.fine_reasoning(np.random.default_rng(text_seed), info, words=False),
             },
             "words_kind": words_kind,
             "face_visibility": face_vis,
@@ -312,7 +314,7 @@ def make_sample(task: SampleTask) -> dict[str, Any]:
             "fps": FPS,
             "duration": round(duration, 3),
             "speech_start": round(lead, 3),
-            "speech_end": round(lead + len(speech) / synth_voice.SPEECH_RATE, 3),
+            "speech_end": round(lead + len(speech) / voice.SPEECH_RATE, 3),
             "face_box": list(clip.face_box),
             "face": {
                 "intensity": round(fplan.intensity, 3),
@@ -366,8 +368,8 @@ def _default_workers() -> int:
 
 def check_tools() -> None:
     """Raise ``SynthError`` when espeak-ng or the bundled ffmpeg is unavailable."""
-    if synth_voice.espeak_binary() is None:
-        raise synth_voice.EspeakUnavailableError(
+    if voice.espeak_binary() is None:
+        raise voice.EspeakUnavailableError(
             "espeak-ng is not installed; the synthetic corpus needs it for speech (apt-get install espeak-ng)"
         )
     exe = _ffmpeg()
@@ -471,24 +473,8 @@ def generate_corpus(
 # ----------------------------------------------------------------------------- command line
 
 
-def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``python -m emotion_llama synth``."""
-    parser.add_argument("--out", required=True, help="output folder (videos/ and the annotation files go here)")
-    parser.add_argument("--n", type=int, default=100, help="number of clips (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed and n give the same corpus")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all usable cores)")
-    parser.add_argument(
-        "--split",
-        choices=("train", "val", "test"),
-        default=None,
-        help="put every clip in this split (default: 80/10/10 train/val/test)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
 def run_synth(args: argparse.Namespace) -> int:
-    """Run the ``synth`` command from parsed arguments; prints the summary as JSON."""
+    """Run ``python -m emotion_llama synth`` (options in ``emotion_llama/cli.py``); prints the summary as JSON."""
     if args.n < 1:
         raise SynthError("--n must be at least 1")
     summary = generate_corpus(
@@ -501,21 +487,3 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary.to_dict(), indent=1))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m emotion_llama.data.synth",
-        description="Generate the synthetic audio-visual emotion corpus (MERR-style annotations).",
-    )
-    add_synth_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_synth(args)
-    except EmotionLlamaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
