@@ -154,8 +154,8 @@ def peak_memory_of_prepare(clip: Path) -> dict[str, float]:
 
 def memory_child(clip: Path) -> None:
     # Sampled, not ru_maxrss: a child forked from a large parent inherits its high-water mark.
-    from emotion_llama.config import GenerationSettings
     from emotion_llama.pipeline import AnalysisOptions
+    from emotion_llama.vocab import GenerationSettings
 
     engine()
     process = psutil.Process()

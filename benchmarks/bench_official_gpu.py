@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from emotion_llama.clip import PreparedClip, Subtitle
-from emotion_llama.config import MERR_LABELS, GenerationSettings, official, tiny
+from emotion_llama.config import official, tiny
 from emotion_llama.model import EmotionLlama
 from emotion_llama.pipeline import AnalysisOptions, Engine
 from emotion_llama.prompts import first_turn
 from emotion_llama.tokenizer import train_tokenizer
+from emotion_llama.vocab import MERR_LABELS, GenerationSettings
 
 
 def random_clip(seed: int = 0) -> PreparedClip:

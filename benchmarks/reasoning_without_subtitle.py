@@ -22,12 +22,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emotion_llama.config import MERR_LABELS  # after the path is set
 from emotion_llama.data.merr import clue_vocabulary, find_clues
-from emotion_llama.evaluate import REASON_SETTINGS, load_split
+from emotion_llama.evaluate import load_split
 from emotion_llama.features import FeatureStore
 from emotion_llama.pipeline import load_engine
 from emotion_llama.prompts import reason_after_label
+from emotion_llama.vocab import (
+    MERR_LABELS,  # after the path is set
+    REASON_SETTINGS,
+)
 
 
 def main() -> None:
@@ -53,7 +56,8 @@ def main() -> None:
             probabilities = engine.label_probabilities(projected, None, MERR_LABELS, demo_parity=False)
             label = max(probabilities, key=probabilities.get)
             prompt = reason_after_label(label, subtitle=None, labels=MERR_LABELS)
-            text, check = engine.reasoning(model.assemble(prompt, projected), label, MERR_LABELS, REASON_SETTINGS, 0)
+            text, check = engine.writer.reasoning_quietly(model.assemble(prompt, projected), label, MERR_LABELS,
+                                                          REASON_SETTINGS, 0)
             quoted += '"' in text
             agreed += check.agrees
             true = set(ann.clues.get("face", [])) | set(ann.clues.get("voice", []))

@@ -13,6 +13,9 @@ import sys
 import warnings
 
 from .errors import EmotionLlamaError
+from .vocab import DEFAULT_FRAME, FRAME_CHOICES, MODALITIES, MODALITY, REFERENCE_GENERATION, TASKS
+
+FOLDERS = [m.reference_folder + "/" for m in MODALITY.values() if m.reference_folder]
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -55,9 +58,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .config import GenerationSettings
     from .pipeline import AnalysisOptions, load_engine
     from .prompts import parse_labels
+    from .vocab import GenerationSettings
 
     options = AnalysisOptions(
         task=args.task,
@@ -112,7 +115,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     with open(log_path, "a", encoding="utf-8") as log:
         for video in tqdm(todo, desc=f"extract {rank + 1}/{world}", unit="clip", position=rank):
             try:
-                prepared, encoded = engine.prepare_and_encode(video, None, options)
+                prepared, encoded = engine.prepare(video, None, options)
                 store.write(video.stem, encoded, prepared)
                 done += 1
             except EmotionLlamaError as error:
@@ -126,7 +129,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, run
+    from .training import TrainConfig, run
 
     report = run(TrainConfig.load(args.config))
     print(json.dumps(report, indent=2))
@@ -143,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     annotations = annotations[: args.limit] if args.limit else annotations
     engine = load_engine(args.weights, device=args.device)
     # Cached features belong to one set of encoders: the default folder is named after them.
-    default_dir = root / "features" / f"{engine.info['weights'].split()[0]}-{engine.model.encoder_fingerprint()}"
+    default_dir = root / "features" / f"{engine.model.config.preset}-{engine.encoders_key}"
     feature_dir = Path(args.features) if args.features else default_dir
     report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning,
                       single_turn_reasoning=args.single_turn_reasoning, redrafts=args.redrafts)
@@ -155,6 +158,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown(report) + "\n")
     return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from synthetic import run_synth  # on use only: the demo and `analyze` never load the generator
+
+    return run_synth(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,18 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="recognise and explain the emotion in one clip")
     analyze.add_argument("clip")
     analyze.add_argument("--subtitle", help="what the person says (default: sidecar file, Whisper, or none)")
-    analyze.add_argument("--task", choices=("emotion", "reason", "visual", "audio", "free"), default="emotion")
+    analyze.add_argument("--task", choices=tuple(TASKS), default="emotion")
     analyze.add_argument("--question", help="your own question (with --task free)")
     analyze.add_argument("--labels", help="comma-separated candidate labels (default: MERR's nine)")
     analyze.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
     analyze.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    analyze.add_argument("--frame", choices=("peak", "middle", "first"), default="peak")
-    analyze.add_argument("--leave-out", help="comma list of modalities to drop: global,face,temporal,audio,subtitle")
+    analyze.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+    analyze.add_argument("--leave-out", help=f"comma list of modalities to drop: {','.join(MODALITIES)}")
     analyze.add_argument("--demo-parity", action="store_true", help="the reference demo's prompt layout")
     analyze.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy")
-    analyze.add_argument("--temperature", type=float, default=0.2)
-    analyze.add_argument("--max-new-tokens", type=int, default=500)
-    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--temperature", type=float, default=REFERENCE_GENERATION.temperature)
+    analyze.add_argument("--max-new-tokens", type=int, default=REFERENCE_GENERATION.max_new_tokens)
+    analyze.add_argument("--seed", type=int, default=REFERENCE_GENERATION.seed)
     analyze.add_argument("--json", action="store_true")
     analyze.set_defaults(run=cmd_analyze)
 
@@ -191,10 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         "split across processes with torchrun or accelerate launch)",
     )
     extract.add_argument("video_dir")
-    extract.add_argument("--out", required=True, help="feature folder (mae_340_UTT/, maeV_399_UTT/, HL-UTT/, ...)")
+    extract.add_argument("--out", required=True, help=f"feature folder ({', '.join(FOLDERS)}, meta/)")
     extract.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
     extract.add_argument("--device", default=None)
-    extract.add_argument("--frame", choices=("peak", "middle", "first"), default="peak")
+    extract.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
     extract.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1)")
     extract.add_argument("--retry-failed", action="store_true", help="try clips that failed before again")
     extract.set_defaults(run=cmd_extract)
@@ -222,11 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    from .data.synth import add_synth_arguments, run_synth
-
     synth = commands.add_parser("synth", help="generate the synthetic audio-visual emotion corpus")
-    add_synth_arguments(synth)
-    synth.set_defaults(run=run_synth)
+    synth.add_argument("--out", required=True, help="output folder (videos/ and the annotation files go here)")
+    synth.add_argument("--n", type=int, default=100, help="number of clips (default 100)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed and n give the same corpus")
+    synth.add_argument("--workers", type=int, default=None, help="worker processes (default: all usable cores)")
+    synth.add_argument("--split", choices=("train", "val", "test"), default=None,
+                       help="put every clip in this split (default: 80/10/10 train/val/test)")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    synth.set_defaults(run=cmd_synth)
     return parser
 
 

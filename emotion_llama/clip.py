@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SAMPLE_RATE = 16_000
-MODALITIES = ("global", "face", "temporal", "audio", "subtitle")
 
 
 @dataclass

@@ -33,30 +33,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-MER2023_LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-MERR_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt")
-
-
 @dataclass(frozen=True)
 class LoraSettings:
     r: int
     alpha: int
     dropout: float
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Defaults of the reference demo (DESIGN.md section 2)."""
-
-    do_sample: bool = True
-    temperature: float = 0.2
-    top_p: float = 0.9
-    repetition_penalty: float = 1.05
-    max_new_tokens: int = 500
-    min_new_tokens: int = 0  # benchmarks set it so a random model cannot stop at once
-    max_context_tokens: int = 2000
-    seed: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -174,7 +156,7 @@ class EmotionLlamaConfig:
 
 
 def official() -> EmotionLlamaConfig:
-    """The reference numbers (DESIGN.md section 2)."""
+    """The reference numbers (the paper and its public code; see the module docstring)."""
     return EmotionLlamaConfig(
         preset="official",
         # Blip2VisionConfig's defaults are EVA ViT-g: 1408 wide, 39 layers, 16 heads,

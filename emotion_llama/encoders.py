@@ -16,13 +16,19 @@ Each has ``preprocess`` (numpy in, tensor out, no network) and ``forward``.
 
 from __future__ import annotations
 
+import hashlib
+import time
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from transformers import Blip2VisionModel, HubertModel, VideoMAEModel, ViTMAEModel
 
+from .clip import PreparedClip
 from .config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, EmotionLlamaConfig
+from .vocab import ENCODED_MODALITIES
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -157,6 +163,10 @@ class ModalityEncoders(nn.Module):
         self.temporal = FaceSequenceEncoder(config, pretrained.get("temporal"))
         self.audio = SpeechEncoder(config, pretrained.get("audio"))
 
+    def of(self, modality: str) -> nn.Module:
+        """The encoder that reads ``modality`` (one of ``vocab.ENCODED_MODALITIES``)."""
+        return {"global": self.global_frame, "face": self.face, "temporal": self.temporal, "audio": self.audio}[modality]
+
     @property
     def feature_dims(self) -> dict[str, int]:
         return {
@@ -165,3 +175,68 @@ class ModalityEncoders(nn.Module):
             "temporal": self.temporal.videomae.config.hidden_size,
             "audio": self.audio.hubert.config.hidden_size,
         }
+
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """A short hash of the weights (names, shapes and a few values of each), so features
+        cached by one set of encoders are never read for another."""
+        digest = hashlib.sha1()
+        for name, tensor in self.state_dict().items():
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            if tensor.device.type != "meta":
+                digest.update(tensor.flatten()[:64].float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+    @torch.no_grad()
+    def encode(self, clip: PreparedClip, zero_out: set[str], timings: dict[str, float] | None = None) -> EncodedClip:
+        """Run the four encoders. A missing or ``zero_out`` modality becomes zeros at the
+        encoder output (its adapter then contributes only its bias), which is how the
+        reference demo fills the face and temporal features it never computes."""
+        inputs = {"global": clip.global_frame, "face": clip.face_crops, "temporal": clip.face_sequence,
+                  "audio": clip.audio}
+        available = {"global": True, "face": len(clip.face_crops) > 0, "temporal": len(clip.face_sequence) > 0,
+                     "audio": clip.has_audio}
+        out = EncodedClip(features={}, present={})
+        for name in ENCODED_MODALITIES:
+            start = time.perf_counter()
+            out.present[name] = available[name] and name not in zero_out
+            if out.present[name]:
+                out.features[name] = self._features(name, inputs[name])
+            else:
+                out.features[name] = self._zeros(name)
+                out.filled[name] = "left out: zeros" if name in zero_out else "missing: zeros"
+            if timings is not None:
+                timings[f"encode_{name}"] = time.perf_counter() - start
+        return out
+
+    def _features(self, modality: str, raw) -> torch.Tensor:
+        encoder = self.of(modality)
+        device = next(encoder.parameters()).device
+        features = encoder(encoder.preprocess(raw).to(device))
+        # The face encoder pools over crops itself; the others return a batch of one.
+        return (features if modality == "face" else features[0]).float()
+
+    def _zeros(self, modality: str) -> torch.Tensor:
+        device = next(self.parameters()).device
+        width = self.feature_dims[modality]
+        if modality == "global":
+            grid = self.global_frame.vit.config.image_size // self.global_frame.vit.config.patch_size
+            return torch.zeros(1 + grid**2, width, device=device)
+        return torch.zeros(width, device=device)
+
+
+@dataclass
+class EncodedClip:
+    """Encoder outputs of one clip: what chat turns reuse without re-encoding."""
+
+    features: dict[str, torch.Tensor]  # global: (1 + patches, width); face/temporal/audio: (width,)
+    present: dict[str, bool]  # modality -> the clip had it and it was used
+    filled: dict[str, str] = field(default_factory=dict)  # modality -> how a missing one was filled
+
+
+def without(encoded: EncodedClip, modalities: tuple[str, ...] | set[str]) -> EncodedClip:
+    """The same clip with some modalities left out: zeros, as ``encode`` fills them."""
+    features = {m: torch.zeros_like(f) if m in modalities else f for m, f in encoded.features.items()}
+    present = {m: p and m not in modalities for m, p in encoded.present.items()}
+    filled = {**encoded.filled, **{m: "left out: zeros" for m in modalities if m in features}}
+    return EncodedClip(features=features, present=present, filled=filled)

@@ -17,23 +17,20 @@ Clips are encoded once and kept in a feature folder, so ablations cost only LLM 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 from tqdm import tqdm
 
-from .config import MERR_LABELS, GenerationSettings
 from .data.merr import Annotation, clue_vocabulary, find_clues, load_annotations
+from .encoders import without
 from .errors import EmotionLlamaError
 from .features import FeatureStore
-from .model import without
-from .pipeline import AnalysisOptions, Engine
+from .pipeline import Engine
 from .prompts import first_turn, reason_after_label, user_turn
-
-MODALITIES = ("global", "face", "temporal", "audio", "subtitle")
-REASON_SETTINGS = GenerationSettings(do_sample=False, max_new_tokens=200)
+from .vocab import MERR_LABELS, MODALITIES, REASON_SETTINGS, REASONING_REDRAFTS
 
 
 @dataclass
@@ -66,6 +63,34 @@ def ablation_variants() -> dict[str, tuple[str, ...]]:
     return variants
 
 
+@dataclass
+class ReasoningScores:
+    clue_recall: list[float] = field(default_factory=list)
+    agreement: list[bool] = field(default_factory=list)
+    first_agreement: list[bool] = field(default_factory=list)
+    drafts: list[int] = field(default_factory=list)
+
+    def add(self, ann: Annotation, text: str, check) -> None:
+        self.agreement.append(check.agrees)
+        self.first_agreement.append(check.first_agreed)
+        self.drafts.append(check.drafts)
+        true_clues = {c for cs in ann.clues.values() for c in cs}
+        mentioned = {c for cs in find_clues(text, clue_vocabulary()).values() for c in cs}
+        if true_clues:
+            self.clue_recall.append(len(true_clues & mentioned) / len(true_clues))
+
+    def report(self, single_turn: bool, redrafts: int) -> dict:
+        return {
+            "clue_recall": round(float(np.mean(self.clue_recall)), 4),
+            "label_agreement": round(float(np.mean(self.agreement)), 4),
+            "first_draft_agreement": round(float(np.mean(self.first_agreement)), 4),
+            "mean_drafts": round(float(np.mean(self.drafts)), 3),
+            "n": len(self.clue_recall),
+            "prompt": "single turn" if single_turn else "follow-up to the label answer",
+            "redrafts": 0 if single_turn else redrafts,
+        }
+
+
 def evaluate(
     engine: Engine,
     annotations: list[Annotation],
@@ -82,60 +107,65 @@ def evaluate(
 
     The reasoning is asked as the app asks it: a follow-up to the label answer
     (``prompts.reason_after_label``), with up to ``redrafts`` more drafts while it argues
-    for another label (``Engine.write_reasoning``); agreement is reported both for the
+    for another label (``writing.Writer.reasoning``); agreement is reported both for the
     reasoning kept and for the first draft alone. ``single_turn_reasoning`` asks it in
     one turn instead, as the paper's evaluation does (one draft).
     """
-    redrafts = AnalysisOptions().reasoning_redrafts if redrafts is None else redrafts
+    redrafts = REASONING_REDRAFTS if redrafts is None else redrafts
     store = FeatureStore(feature_dir)
-    model = engine.model
     variants = ablation_variants() if ablate else {"all": ()}
     results: list[ClipResult] = []
-    clue_recall: list[float] = []
-    agreement: list[bool] = []
-    first_agreement: list[bool] = []
-    drafts: list[int] = []
+    scores = ReasoningScores()
     skipped: list[str] = []
     for ann in tqdm(annotations, desc="evaluate", unit="clip"):
-        if ann.label not in labels:
+        stored = _stored(engine, store, ann, corpus_root) if ann.label in labels else None
+        if stored is None:
             skipped.append(ann.name)
             continue
-        if not store.has(ann.name):
-            video = ann.video_path(corpus_root)
-            try:
-                prepared, encoded = engine.prepare_and_encode(video, ann.subtitle, AnalysisOptions())
-            except (EmotionLlamaError, TypeError):
-                skipped.append(ann.name)
-                continue
-            store.write(ann.name, encoded, prepared)
-        stored = store.read(ann.name)
-        per_variant = {}
-        for variant, left_out in variants.items():
-            projected = model.project(without(stored.encoded, tuple(m for m in left_out if m != "subtitle")))
-            subtitle = None if "subtitle" in left_out else stored.subtitle
-            per_variant[variant] = engine.label_probabilities(projected, subtitle, labels, demo_parity=False)
+        per_variant = {variant: _probabilities(engine, stored, left_out, labels) for variant, left_out in variants.items()}
         results.append(ClipResult(ann.name, ann.label, per_variant))
         if reasoning and ann.clues:
-            projected = model.project(stored.encoded)
             answer = max(per_variant["all"], key=per_variant["all"].get)
-            if single_turn_reasoning:
-                prompt, allowed = first_turn(user_turn("reason", subtitle=stored.subtitle)), 0
-            else:
-                prompt, allowed = reason_after_label(answer, subtitle=stored.subtitle, labels=labels), redrafts
-            text, check = engine.reasoning(model.assemble(prompt, projected), answer, labels, REASON_SETTINGS, allowed)
-            agreement.append(check.agrees)
-            first_agreement.append(check.first_agreed)
-            drafts.append(check.drafts)
-            true_clues = {c for cs in ann.clues.values() for c in cs}
-            mentioned = {c for cs in find_clues(text, clue_vocabulary()).values() for c in cs}
-            if true_clues:
-                clue_recall.append(len(true_clues & mentioned) / len(true_clues))
-
+            scores.add(ann, *_reasoning(engine, stored, answer, labels, single_turn_reasoning, redrafts))
     if not results:
         raise EmotionLlamaError("no clip could be evaluated")
+    report: dict = {"labels": list(labels), "skipped": skipped,
+                    "variants": _label_report(results, variants, labels, {a.name for a in annotations if a.conflict})}
+    if scores.clue_recall:
+        report["reasoning"] = scores.report(single_turn_reasoning, redrafts)
+    return report
+
+
+def _stored(engine: Engine, store: FeatureStore, ann: Annotation, corpus_root: Path):
+    """The clip's features from the feature folder, encoded (through the engine's cache) if
+    missing; None when the clip cannot be read."""
+    if not store.has(ann.name):
+        try:
+            prepared, encoded = engine.prepare(ann.video_path(corpus_root), ann.subtitle)
+        except (EmotionLlamaError, TypeError):
+            return None
+        store.write(ann.name, encoded, prepared)
+    return store.read(ann.name)
+
+
+def _probabilities(engine: Engine, stored, left_out: tuple[str, ...], labels: tuple[str, ...]) -> dict[str, float]:
+    projected = engine.model.project(without(stored.encoded, tuple(m for m in left_out if m != "subtitle")))
+    subtitle = None if "subtitle" in left_out else stored.subtitle
+    return engine.label_probabilities(projected, subtitle, labels, demo_parity=False)
+
+
+def _reasoning(engine: Engine, stored, answer: str, labels: tuple[str, ...], single_turn: bool, redrafts: int):
+    if single_turn:
+        prompt, allowed = first_turn(user_turn("reason", subtitle=stored.subtitle)), 0
+    else:
+        prompt, allowed = reason_after_label(answer, subtitle=stored.subtitle, labels=labels), redrafts
+    sequence = engine.model.assemble(prompt, engine.model.project(stored.encoded))
+    return engine.writer.reasoning_quietly(sequence, answer, labels, REASON_SETTINGS, allowed)
+
+
+def _label_report(results: list[ClipResult], variants: dict, labels: tuple[str, ...], conflict: set[str]) -> dict:
     truth = [r.truth for r in results]
-    report: dict = {"labels": list(labels), "skipped": skipped, "variants": {}}
-    conflict = {a.name for a in annotations if a.conflict}
+    out = {}
     for variant in variants:
         predicted = [max(r.probabilities[variant], key=r.probabilities[variant].get) for r in results]
         metrics = label_metrics(truth, predicted, labels)
@@ -145,18 +175,8 @@ def evaluate(
             metrics["conflict_n"] = len(pairs)
         if variant == "all":
             metrics["confusion_matrix"] = confusion_matrix(truth, predicted, labels=list(labels)).tolist()
-        report["variants"][variant] = metrics
-    if clue_recall:
-        report["reasoning"] = {
-            "clue_recall": round(float(np.mean(clue_recall)), 4),
-            "label_agreement": round(float(np.mean(agreement)), 4),
-            "first_draft_agreement": round(float(np.mean(first_agreement)), 4),
-            "mean_drafts": round(float(np.mean(drafts)), 3),
-            "n": len(clue_recall),
-            "prompt": "single turn" if single_turn_reasoning else "follow-up to the label answer",
-            "redrafts": 0 if single_turn_reasoning else redrafts,
-        }
-    return report
+        out[variant] = metrics
+    return out
 
 
 def markdown(report: dict) -> str:

@@ -24,22 +24,42 @@ Visual heatmap (``visual_heatmap``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-# Which modality each span kind belongs to, for the per-modality chart.
+from .vocab import MODALITY, SLOTS
+
+# Which modality each span kind belongs to, for the per-modality chart (display names;
+# text that is no modality keeps its span kind).
 MODALITY_OF_SPAN = {
-    "visual": "global frame",
-    "cls": "global frame",
-    "face": "face",
-    "temporal": "face sequence",
-    "audio": "audio",
-    "subtitle": "subtitle",
-    "instruction": "instruction",
-    "template": "template",
-    "history": "history",
+    **{slot: MODALITY[modality].display for slot, (modality, _) in SLOTS.items()},
+    "subtitle": MODALITY["subtitle"].display,
 }
 NOT_KEYS = ("bos", "eos", "answer")
+
+
+@dataclass
+class Explanation:
+    """Where an answer's attention went: per span kind, and over the global frame."""
+
+    span_shares: dict[str, float]
+    heatmap: np.ndarray
+
+    @property
+    def modality_shares(self) -> dict[str, float]:
+        return modality_shares(self.span_shares)
+
+
+def explain_answer(model, sequence) -> Explanation:
+    """Attention of the answer in ``sequence`` (prompt + answer) over the prompt, from
+    one extra forward pass of ``model`` (an ``EmotionLlama``)."""
+    maps = model.attention_maps(sequence)
+    kinds = sequence.kind_at()
+    config = model.config
+    heat = visual_heatmap(key_weights(maps, kinds, "visual"), config.visual_grid, config.global_vision["patch_size"])
+    return Explanation(attention_shares(maps, kinds), heat)
 
 
 def probabilities_from_scores(labels: tuple[str, ...], scores: torch.Tensor) -> dict[str, float]:

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from .clip import PreparedClip
+from .encoders import EncodedClip
 from .errors import EmotionLlamaError
-from .model import EncodedClip
+from .vocab import FEATURE_MODALITIES, MODALITY
 
-FEATURE_DIRS = {"face": "mae_340_UTT", "temporal": "maeV_399_UTT", "audio": "HL-UTT", "global": "global_tokens"}
+# Feature modality -> its folder, in the order the files are written.
+FEATURE_DIRS = {m: MODALITY[m].reference_folder for m in (*FEATURE_MODALITIES, "global")}
 META_DIR = "meta"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 

@@ -7,8 +7,8 @@ The forward path in one screen:
    1024 patch tokens regrouped 4 at a time -> ``llama_proj`` -> 256 visual tokens;
    CLS -> ``cls_tk_llama_proj``; face, temporal, audio -> ``feats_llama_proj{1,2,3}``.
 3. ``assemble``: prompt pieces (``prompts.py``) become ``inputs_embeds`` with named,
-   exact spans.
-4. ``generate`` / ``label_log_likelihoods`` / ``attention_to_keys`` run the LLM.
+   exact spans (``processor.py``).
+4. ``generate`` / ``label_log_likelihoods`` / ``attention_maps`` run the LLM.
 
 Attribute names of the adapters and of ``llama_model`` are the reference's, so its
 checkpoints map onto this module with one rename (peft's adapter name).
@@ -17,63 +17,21 @@ checkpoints map onto this module with one rename (peft's adapter name).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import LlamaForCausalLM
 
 from .clip import PreparedClip
-from .config import EmotionLlamaConfig, GenerationSettings
-from .encoders import ModalityEncoders
+from .config import EmotionLlamaConfig, LoraSettings
+from .encoders import EncodedClip, ModalityEncoders, without
+from .processor import AssembledSequence, Processor
 from .prompts import Piece
+from .vocab import ADAPTERS, REFERENCE_GENERATION, GenerationSettings
 
-FEATURE_MODALITIES = ("face", "temporal", "audio")
-DEFAULT_GENERATION = GenerationSettings()  # the reference demo's settings
-
-
-@dataclass
-class EncodedClip:
-    """Encoder outputs of one clip: what chat turns reuse without re-encoding."""
-
-    features: dict[str, torch.Tensor]  # global: (1 + patches, width); face/temporal/audio: (width,)
-    present: dict[str, bool]  # modality -> the clip had it and it was used
-    filled: dict[str, str] = field(default_factory=dict)  # modality -> how a missing one was filled
-
-
-@dataclass(frozen=True)
-class Span:
-    kind: str
-    start: int
-    end: int  # exclusive
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-
-@dataclass
-class AssembledSequence:
-    """LLM input embeddings with every position labelled by the span it belongs to."""
-
-    inputs_embeds: torch.Tensor  # (1, length, hidden)
-    token_ids: list[int]  # -1 where a modality embedding sits
-    spans: list[Span]
-
-    def __len__(self) -> int:
-        return len(self.token_ids)
-
-    def spans_of(self, kind: str) -> list[Span]:
-        return [s for s in self.spans if s.kind == kind]
-
-    def kind_at(self) -> list[str]:
-        kinds = [""] * len(self)
-        for span in self.spans:
-            kinds[span.start : span.end] = [span.kind] * len(span)
-        return kinds
+__all__ = ["AssembledSequence", "EmotionLlama", "EncodedClip", "without"]
 
 
 class EmotionLlama(nn.Module):
@@ -93,43 +51,18 @@ class EmotionLlama(nn.Module):
         self.feats_llama_proj1 = nn.Linear(dims["face"], hidden)
         self.feats_llama_proj2 = nn.Linear(dims["temporal"], hidden)
         self.feats_llama_proj3 = nn.Linear(dims["audio"], hidden)
-        self.llama_model = self._with_lora(pretrained.get("llm") or LlamaForCausalLM(config.llm_config()))
+        self.llama_model = with_lora(pretrained.get("llm") or LlamaForCausalLM(config.llm_config()), config.lora)
         self.encoders.requires_grad_(False)
         # Generation and the eager-attention pass must not interleave on one model.
         self.lock = threading.RLock()
 
-    def _with_lora(self, llm: LlamaForCausalLM):
-        lora = self.config.lora
-        peft_config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(llm, peft_config)
-
     # -- parameter groups ------------------------------------------------------------
-    @torch.no_grad()
     def encoder_fingerprint(self) -> str:
-        """A short hash of the encoders' weights (names, shapes and a few values of each),
-        so features cached by one set of encoders are never read for another."""
-        digest = hashlib.sha1()
-        for name, tensor in self.encoders.state_dict().items():
-            digest.update(f"{name}{tuple(tensor.shape)}".encode())
-            if tensor.device.type != "meta":
-                digest.update(tensor.flatten()[:64].float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:12]
+        """Which encoders these are (``ModalityEncoders.fingerprint``)."""
+        return self.encoders.fingerprint()
 
     def adapters(self) -> dict[str, nn.Linear]:
-        return {
-            "llama_proj": self.llama_proj,
-            "cls_tk_llama_proj": self.cls_tk_llama_proj,
-            "feats_llama_proj1": self.feats_llama_proj1,
-            "feats_llama_proj2": self.feats_llama_proj2,
-            "feats_llama_proj3": self.feats_llama_proj3,
-        }
+        return {name: getattr(self, name) for name in ADAPTERS}
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Adapters and LoRA: what a reference checkpoint holds."""
@@ -144,56 +77,12 @@ class EmotionLlama(nn.Module):
         return self.llama_model.get_input_embeddings().weight.dtype
 
     # -- 1. encode -------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(
-        self,
-        clip: PreparedClip,
-        *,
-        leave_out: tuple[str, ...] = (),
-        demo_parity: bool = False,
-        timings: dict[str, float] | None = None,
-    ) -> EncodedClip:
-        """Run the four encoders. A missing or left-out modality becomes zeros at the
-        encoder output (its adapter then contributes only its bias), which is how the
-        reference demo fills the face and temporal features it never computes.
-        ``demo_parity`` zeroes face and temporal exactly as that demo does."""
-        import time
-
-        enc = self.encoders
-        device = self.device
-        dims = enc.feature_dims
+    def encode(self, clip: PreparedClip, *, leave_out: tuple[str, ...] = (), demo_parity: bool = False,
+               timings: dict[str, float] | None = None) -> EncodedClip:
+        """The four encoders' features; left-out and missing modalities are zeros.
+        ``demo_parity`` zeroes face and temporal exactly as the reference demo does."""
         zero_out = set(leave_out) | ({"face", "temporal"} if demo_parity else set())
-        features: dict[str, torch.Tensor] = {}
-        present: dict[str, bool] = {}
-        filled: dict[str, str] = {}
-
-        def run(name: str, available: bool, compute) -> None:
-            start = time.perf_counter()
-            if available and name not in zero_out:
-                features[name] = compute().float()
-                present[name] = True
-            else:
-                features[name] = None  # type: ignore[assignment]
-                present[name] = False
-                filled[name] = "left out: zeros" if name in zero_out else "missing: zeros"
-            if timings is not None:
-                timings[f"encode_{name}"] = time.perf_counter() - start
-
-        run("global", True, lambda: enc.global_frame(enc.global_frame.preprocess(clip.global_frame).to(device))[0])
-        run("face", len(clip.face_crops) > 0, lambda: enc.face(enc.face.preprocess(clip.face_crops).to(device)))
-        run(
-            "temporal",
-            len(clip.face_sequence) > 0,
-            lambda: enc.temporal(enc.temporal.preprocess(clip.face_sequence).to(device))[0],
-        )
-        run("audio", clip.has_audio, lambda: enc.audio(enc.audio.preprocess(clip.audio).to(device))[0])
-        if features["global"] is None:
-            features["global"] = torch.zeros(1 + self.config.patch_grid**2, dims["global"], device=device)
-        for name in FEATURE_MODALITIES:
-            if features[name] is None:
-                features[name] = torch.zeros(dims[name], device=device)
-        return EncodedClip(features=features, present=present, filled=filled)
-
+        return self.encoders.encode(clip, zero_out, timings)
 
     # -- 2. project ------------------------------------------------------------------
     def project(self, encoded: EncodedClip) -> dict[str, torch.Tensor]:
@@ -213,71 +102,15 @@ class EmotionLlama(nn.Module):
 
     # -- 3. assemble -----------------------------------------------------------------
     def assemble(self, pieces: list[Piece], projected: dict[str, torch.Tensor]) -> AssembledSequence:
-        """Pieces -> embeddings and exact spans.
-
-        Consecutive text pieces are tokenised together, as the reference tokenises the
-        text between placeholders; each token is labelled with the piece holding its last
-        character. Slots, ``standalone`` pieces (answers) and ``bos``/``eos`` break runs.
-        """
-        embed = self.llama_model.get_input_embeddings()
-        chunks: list[torch.Tensor] = []
-        token_ids: list[int] = []
-        kinds: list[str] = []
-
-        def emit_ids(ids: list[int], labels: list[str]) -> None:
-            if ids:
-                chunks.append(embed(torch.tensor(ids, device=self.device)))
-                token_ids.extend(ids)
-                kinds.extend(labels)
-
-        run: list[Piece] = []
-
-        def flush() -> None:
-            if run:
-                ids, labels = self._tokenize_run(run)
-                emit_ids(ids, labels)
-                run.clear()
-
-        for piece in pieces:
-            if piece.slot:
-                flush()
-                if piece.kind == "bos":
-                    emit_ids([self.tokenizer.bos_token_id], ["bos"])
-                elif piece.kind == "eos":
-                    emit_ids([self.tokenizer.eos_token_id], ["eos"])
-                else:
-                    tokens = projected[piece.kind]
-                    chunks.append(tokens)
-                    token_ids.extend([-1] * tokens.shape[0])
-                    kinds.extend([piece.kind] * tokens.shape[0])
-            elif piece.standalone:
-                flush()
-                run.append(piece)
-                flush()
-            elif piece.text:
-                run.append(piece)
-        flush()
-        inputs_embeds = torch.cat(chunks, dim=0)[None]
-        return AssembledSequence(inputs_embeds=inputs_embeds, token_ids=token_ids, spans=_spans(kinds))
-
-    def _tokenize_run(self, run: list[Piece]) -> tuple[list[int], list[str]]:
-        text = "".join(p.text for p in run)
-        owner = np.concatenate([np.full(len(p.text), i) for i, p in enumerate(run)])
-        encoding = self.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
-        )
-        labels = []
-        for start, end in encoding["offset_mapping"]:
-            index = max(min(end, len(text)) - 1, start, 0)
-            labels.append(run[int(owner[min(index, len(owner) - 1)])].kind)
-        return list(encoding["input_ids"]), labels
+        """Pieces -> embeddings and exact spans (see ``processor.Processor``)."""
+        return Processor(self.tokenizer, self.llama_model.get_input_embeddings())(pieces, projected)
 
     # -- 4. run the LLM --------------------------------------------------------------
     @torch.no_grad()
     def generate(
         self,
         sequence: AssembledSequence,
-        settings: GenerationSettings = DEFAULT_GENERATION,
+        settings: GenerationSettings = REFERENCE_GENERATION,
         streamer=None,
     ) -> list[int]:
         """Answer token ids (without the closing ``</s>``). Greedy when ``do_sample`` is off."""
@@ -348,24 +181,15 @@ class EmotionLlama(nn.Module):
         return torch.stack([a[0].float().mean(dim=0) for a in out.attentions])
 
 
+def with_lora(llm: LlamaForCausalLM, lora: LoraSettings):
+    """The LLM wrapped by peft with LoRA on ``lora.target_modules``."""
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(llm, peft_config)
+
+
 def _is_trainable_key(key: str) -> bool:
-    return key.split(".")[0] in {
-        "llama_proj",
-        "cls_tk_llama_proj",
-        "feats_llama_proj1",
-        "feats_llama_proj2",
-        "feats_llama_proj3",
-    } or (".lora_" in key)
-
-
-def _spans(kinds: list[str]) -> list[Span]:
-    spans: list[Span] = []
-    start = 0
-    for i in range(1, len(kinds) + 1):
-        if i == len(kinds) or kinds[i] != kinds[start]:
-            spans.append(Span(kinds[start], start, i))
-            start = i
-    return spans
+    return key.split(".")[0] in ADAPTERS or ".lora_" in key
 
 
 @contextlib.contextmanager
@@ -388,10 +212,3 @@ def _eager_attention(peft_model):
     finally:
         base.set_attn_implementation(previous)
 
-
-def without(encoded: EncodedClip, modalities: tuple[str, ...]) -> EncodedClip:
-    """The same clip with some modalities left out: zeros, as ``encode`` fills them."""
-    features = {m: torch.zeros_like(f) if m in modalities else f for m, f in encoded.features.items()}
-    present = {m: p and m not in modalities for m, p in encoded.present.items()}
-    filled = {**encoded.filled, **{m: "left out: zeros" for m in modalities if m in features}}
-    return EncodedClip(features=features, present=present, filled=filled)

@@ -1,383 +1,172 @@
-"""Clip -> Analysis: the one function the app, the CLI and scripts call.
+"""Clip -> Analysis: the one entry the app, the API, the CLI and ``evaluate`` call.
 
-``Engine`` owns a loaded model. ``Engine.analyze_iter`` yields progress events and
-streamed answer text, then the finished ``Analysis``; ``Engine.analyze`` returns just
-the ``Analysis``. ``ChatSession`` keeps the encoded clip so that follow-up questions do
-not re-encode it.
+``Engine.prepare`` takes a path or an already decoded ``PreparedClip`` and returns it
+encoded, through one content-addressed cache (``cache.py``). ``Engine.analyze_iter``
+runs the stages in order, each a short method or a module of its own: label
+probabilities (``explain.probabilities_from_scores``), writing (``writing.Writer``),
+explaining (``explain.explain_answer``) and assembling the ``Analysis``. ``ChatSession``
+keeps the encoded clip so that follow-up questions do not re-encode it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
+from .analysis import DEFAULT_OPTIONS, Analysis, AnalysisOptions, Event, ReasoningCheck, torn_warning
+from .cache import SHARED, ClipCache
 from .clip import PreparedClip, Subtitle
-from .config import MERR_LABELS, GenerationSettings, tiny
-from .data.merr import argued_label
-from .errors import PromptError
-from .explain import (
-    attention_shares,
-    heatmap_on_frame,
-    key_weights,
-    modality_shares,
-    probabilities_from_scores,
-    visual_heatmap,
-)
-from .model import AssembledSequence, EmotionLlama, EncodedClip
-from .prompts import TASKS, Piece, answer_pieces, as_history, first_turn, later_turn, reason_after_label, user_turn
+from .config import tiny
+from .encoders import without
+from .explain import Explanation, explain_answer, probabilities_from_scores
+from .model import EmotionLlama, EncodedClip
+from .prompts import Piece, answer_pieces, as_history, first_turn, later_turn, reason_after_label, user_turn
+from .vocab import GREEDY, GenerationSettings, frame_for
+from .writing import Writer
 
+__all__ = ["Analysis", "AnalysisOptions", "ChatSession", "Engine", "Event", "ReasoningCheck", "load_engine"]
 TINY_WEIGHTS = Path(__file__).parent / "weights" / "tiny"
-GREEDY = GenerationSettings(do_sample=False)
-# A redraft of the reasoning samples at least this hot, so that it can differ from the first.
-REDRAFT_TEMPERATURE = 0.7
-
-
-@dataclass(frozen=True)
-class AnalysisOptions:
-    task: str = "emotion"
-    labels: tuple[str, ...] = MERR_LABELS
-    question: str | None = None  # replaces the task's instruction (free questions)
-    generation: GenerationSettings = GREEDY
-    leave_out: tuple[str, ...] = ()  # any of global, face, temporal, audio, subtitle
-    demo_parity: bool = False
-    frame_choice: str = "peak"  # peak, middle or first
-    explain: bool = True  # attention shares and heatmap (one extra forward pass)
-    # ``reason``: ask for the reasoning as a follow-up to the label answer, so the two
-    # agree (False: one turn, as the paper's evaluation and the reference demo ask it).
-    reason_follows_label: bool = True
-    # With the follow-up: when the reasoning concludes with another label than the top
-    # one, write up to this many more drafts (sampled) and show the first that agrees;
-    # if none does, show the first draft and say so. 0: always show the first draft.
-    reasoning_redrafts: int = 3
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise PromptError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if len(self.labels) < 2:
-            raise PromptError("give at least two candidate labels")
-        if self.reasoning_redrafts < 0:
-            raise ValueError("reasoning_redrafts must be 0 or more")
-
-
-@dataclass(frozen=True)
-class ReasoningCheck:
-    """Whether the reasoning shown concludes with the label shown beside it.
-
-    ``argued`` is the label the reasoning argues for (the last candidate it names),
-    ``drafts`` how many reasonings were written.
-    """
-
-    label: str
-    argued: str | None
-    drafts: int
-
-    @property
-    def agrees(self) -> bool:
-        return self.argued == self.label
-
-    @property
-    def first_agreed(self) -> bool:
-        """The first draft, written with the requested settings, already agreed."""
-        return self.agrees and self.drafts == 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "argued": self.argued, "agrees": self.agrees, "drafts": self.drafts,
-                "first_agreed": self.first_agreed}
-
-
-def redraft_settings(settings: GenerationSettings, draft: int) -> GenerationSettings:
-    """Settings of redraft number ``draft`` (1, 2, ...): sampled, each with its own seed."""
-    return replace(settings, do_sample=True, temperature=max(settings.temperature, REDRAFT_TEMPERATURE),
-                   seed=(settings.seed or 0) + draft)
-
-
-@dataclass
-class Analysis:
-    label: str
-    probabilities: dict[str, float]
-    answer: str
-    task: str
-    modality_attention: dict[str, float]
-    span_attention: dict[str, float]
-    modalities_present: dict[str, bool]
-    filled_modalities: dict[str, str]
-    subtitle: str | None
-    subtitle_source: str
-    frame_time: float
-    warnings: list[str]
-    timings: dict[str, float]
-    engine: dict[str, str]
-    # Pictures for the UI; not part of the JSON.
-    frame: np.ndarray | None = field(default=None, repr=False)
-    heatmap: np.ndarray | None = field(default=None, repr=False)
-    face_crops: np.ndarray | None = field(default=None, repr=False)
-    peak_frame_index: int | None = None
-    reasoning_check: ReasoningCheck | None = None
-    subtitle_note: str | None = None  # why there is no subtitle, or how it was made
-
-    def overlay(self) -> np.ndarray | None:
-        if self.frame is None or self.heatmap is None:
-            return None
-        return heatmap_on_frame(self.frame, self.heatmap)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "probabilities": self.probabilities,
-            "answer": self.answer,
-            "task": self.task,
-            "modality_attention": self.modality_attention,
-            "span_attention": self.span_attention,
-            "modalities_present": self.modalities_present,
-            "filled_modalities": self.filled_modalities,
-            "subtitle": {"text": self.subtitle, "source": self.subtitle_source, "note": self.subtitle_note},
-            "frame_time": round(self.frame_time, 3),
-            "warnings": self.warnings,
-            "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "engine": self.engine,
-            "reasoning_check": self.reasoning_check.to_json() if self.reasoning_check else None,
-        }
-
-
-@dataclass(frozen=True)
-class Event:
-    """Progress of ``analyze_iter``: a stage that started, or answer text so far."""
-
-    kind: str  # "stage" or "text"
-    value: str
 
 
 class Engine:
     """A loaded model plus what it needs per request. Safe to share between threads."""
 
-    def __init__(self, model: EmotionLlama, info: dict[str, str], cache_size: int = 8):
+    def __init__(self, model: EmotionLlama, info: dict[str, str], cache: ClipCache | None = None):
         self.model = model
         self.info = info
-        self._cache: OrderedDict[str, tuple[PreparedClip, EncodedClip]] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
+        self.cache = cache or SHARED
+        self.writer = Writer(model)
+        self._encoders_key: str | None = None
 
-    # -- stages ----------------------------------------------------------------------
-    def prepare_and_encode(
-        self, clip: str | Path | PreparedClip, subtitle: str | None, options: AnalysisOptions
-    ) -> tuple[PreparedClip, EncodedClip]:
-        """Decode, find faces, get the subtitle and encode; files are cached by content.
-
-        A ``PreparedClip`` (media already decoded by the caller) is encoded as it is.
-        """
+    # -- 1. prepare and encode ---------------------------------------------------------
+    def prepare(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
+                options: AnalysisOptions = DEFAULT_OPTIONS) -> tuple[PreparedClip, EncodedClip]:
+        """The clip decoded and encoded for ``options``: from a file through the cache, or
+        a ``PreparedClip`` (media decoded by the caller) as it is. A typed ``subtitle``
+        replaces the clip's own."""
+        zero_out = set(options.leave_out) | ({"face", "temporal"} if options.demo_parity else set())
         if isinstance(clip, PreparedClip):
-            if subtitle:
-                clip = replace(clip, subtitle=Subtitle(subtitle.strip(), "user"))
-            return clip, self._encode(clip, options)
-        from .prepare import PrepareOptions, prepare_clip
+            if subtitle and subtitle.strip():
+                clip = replace(clip, subtitle=Subtitle(" ".join(subtitle.split()), "user"))
+            return clip, without(self.model.encode(clip, timings=clip.timings), zero_out)
+        key = self.cache.key(clip)
+        decoded = self.cache.decoded(key, clip)
+        frame = frame_for(options.frame_choice, options.demo_parity)
+        prepared = decoded.prepared(frame, self.cache.subtitle(key, clip, decoded, subtitle))
+        encoded = self.cache.encoded((key, frame, self.encoders_key),
+                                     lambda: self.model.encode(prepared, timings=prepared.timings))
+        return prepared, without(encoded, zero_out)
 
-        key = "|".join(
-            [_file_digest(clip), subtitle or "", options.frame_choice, ",".join(options.leave_out), str(options.demo_parity)]
-        )
-        with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        frame_choice = "first" if options.demo_parity else options.frame_choice
-        prepared = prepare_clip(clip, subtitle=subtitle, options=PrepareOptions(frame_choice=frame_choice))
-        encoded = self._encode(prepared, options)
-        with self._cache_lock:
-            self._cache[key] = (prepared, encoded)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return prepared, encoded
+    @property
+    def encoders_key(self) -> str:
+        """Which encoders made a cached encoding (their weights' fingerprint)."""
+        if self._encoders_key is None:
+            self._encoders_key = self.model.encoder_fingerprint()
+        return self._encoders_key
 
-    def _encode(self, prepared: PreparedClip, options: AnalysisOptions) -> EncodedClip:
-        return self.model.encode(
-            prepared, leave_out=options.leave_out, demo_parity=options.demo_parity, timings=prepared.timings
-        )
-
-    def label_probabilities(
-        self, projected: dict[str, torch.Tensor], subtitle: str | None, labels: tuple[str, ...], demo_parity: bool
-    ) -> dict[str, float]:
+    # -- 2. label probabilities ----------------------------------------------------------
+    def label_probabilities(self, projected: dict[str, torch.Tensor], subtitle: str | None,
+                            labels: tuple[str, ...], demo_parity: bool = False) -> dict[str, float]:
         prompt = first_turn(user_turn("emotion", subtitle=subtitle, labels=labels), demo_parity=demo_parity)
         sequences = [self.model.assemble(prompt + answer_pieces(label, close=True), projected) for label in labels]
         return probabilities_from_scores(labels, self.model.label_log_likelihoods(sequences))
 
-    def stream(self, sequence: AssembledSequence, settings: GenerationSettings) -> Iterator[str]:
-        """Yield the answer text as it grows; the last value is the full answer."""
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                result["ids"] = self.model.generate(sequence, settings, streamer=streamer)
-            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
-                result["error"] = error
-                streamer.end()
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        text = ""
-        for chunk in streamer:
-            text += chunk
-            yield text
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        yield self.model.tokenizer.decode(result["ids"], skip_special_tokens=True).strip()
-
-    def write_reasoning(
-        self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
-        redrafts: int, *, stream: bool = True,
-    ) -> Generator[Event, None, tuple[str, ReasoningCheck]]:
-        """Write the reasoning for ``label`` (``sequence`` asks for it as a follow-up),
-        redrafting while it argues for another label; yields progress (text only when
-        ``stream``) and returns the reasoning kept and its ``ReasoningCheck``. A first draft
-        that names no label (cut short by the token limit, say) is kept as it is; a
-        redraft that names none does not replace the first draft."""
-        first: tuple[str, str | None] | None = None
-        argued: str | None = None
-        for draft in range(redrafts + 1):
-            if draft:
-                yield Event("stage", f"the reasoning argued for {argued or 'no label'}, not {label}: "
-                                     f"draft {draft + 1} of {redrafts + 1}")
-            current = settings if draft == 0 else redraft_settings(settings, draft)
-            if stream:
-                text = ""
-                for text in self.stream(sequence, current):
-                    yield Event("text", text)
-            else:
-                text = self.model.tokenizer.decode(self.model.generate(sequence, current), skip_special_tokens=True).strip()
-            argued = argued_label(text, labels)
-            if first is None:
-                first = (text, argued)
-            if argued == label or (argued is None and draft == 0):
-                return text, ReasoningCheck(label, argued, draft + 1)
-        assert first is not None
-        if stream and redrafts:
-            yield Event("text", first[0])
-        return first[0], ReasoningCheck(label, first[1], redrafts + 1)
-
-    def reasoning(self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
-                  redrafts: int) -> tuple[str, ReasoningCheck]:
-        """``write_reasoning`` without streaming or progress: the reasoning and its check."""
-        steps = self.write_reasoning(sequence, label, labels, settings, redrafts, stream=False)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
-
-    # -- the whole analysis ----------------------------------------------------------
-    def analyze(self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
+    # -- 3. the whole analysis -------------------------------------------------------------
+    def analyze(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
+                options: AnalysisOptions = DEFAULT_OPTIONS) -> Analysis:
         result = None
-        for item in self.analyze_iter(clip, subtitle, options):
-            result = item
+        for result in self.analyze_iter(clip, subtitle, options):
+            pass
         assert isinstance(result, Analysis)
         return result
 
-    def analyze_iter(
-        self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()
-    ) -> Iterator[Event | Analysis]:
+    def analyze_iter(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
+                     options: AnalysisOptions = DEFAULT_OPTIONS) -> Iterator[Event | Analysis]:
+        """Progress events and streamed answer text, then the finished ``Analysis``."""
         timings: dict[str, float] = {}
         yield Event("stage", "reading the clip and encoding it")
-        start = time.perf_counter()
-        prepared, encoded = self.prepare_and_encode(clip, subtitle, options)
-        timings.update(prepared.timings)
-        timings["prepare_and_encode"] = time.perf_counter() - start
+        with _timed(timings, "prepare_and_encode"):
+            prepared, encoded = self.prepare(clip, subtitle, options)
+        timings = {**prepared.timings, **timings}
         words = None if "subtitle" in options.leave_out else prepared.subtitle.text
         projected = self.model.project(encoded)
 
         yield Event("stage", "scoring every label")
-        start = time.perf_counter()
-        probabilities = self.label_probabilities(projected, words, options.labels, options.demo_parity)
-        timings["label_probabilities"] = time.perf_counter() - start
+        with _timed(timings, "label_probabilities"):
+            probabilities = self.label_probabilities(projected, words, options.labels, options.demo_parity)
+        label = max(probabilities, key=probabilities.get)
 
         yield Event("stage", "writing the answer")
-        start = time.perf_counter()
-        rng = random.Random(options.generation.seed)
-        label = max(probabilities, key=probabilities.get)
-        follow_up = options.task == "reason" and options.reason_follows_label and not options.demo_parity
-        if follow_up:
-            prompt = reason_after_label(label, subtitle=words, labels=options.labels, rng=rng)
-        else:
-            prompt = first_turn(
-                user_turn(options.task, subtitle=words, question=options.question, labels=options.labels, rng=rng),
-                demo_parity=options.demo_parity,
-            )
-        sequence = self.model.assemble(prompt, projected)
-        check = None
-        if follow_up:
-            answer, check = yield from self.write_reasoning(
-                sequence, label, options.labels, options.generation, options.reasoning_redrafts)
-        else:
-            answer = ""
-            for answer in self.stream(sequence, options.generation):
-                yield Event("text", answer)
-        timings["generate"] = time.perf_counter() - start
+        with _timed(timings, "generate"):
+            prompt = answer_prompt(options, label, words)
+            answer, check = yield from self._answer(self.model.assemble(prompt, projected), label, options)
 
-        span_shares: dict[str, float] = {}
-        heat = None
+        explanation = None
         if options.explain and answer:
             yield Event("stage", "measuring attention")
-            start = time.perf_counter()
-            full = self.model.assemble(prompt + answer_pieces(answer), projected)
-            maps = self.model.attention_maps(full)
-            kinds = full.kind_at()
-            span_shares = attention_shares(maps, kinds)
-            config = self.model.config
-            heat = visual_heatmap(
-                key_weights(maps, kinds, "visual"), config.visual_grid, config.global_vision["patch_size"]
-            )
-            timings["attention"] = time.perf_counter() - start
+            with _timed(timings, "attention"):
+                explanation = explain_answer(self.model, self.model.assemble(prompt + answer_pieces(answer), projected))
+        yield self._result(prepared, encoded, options, words, probabilities, answer, check, explanation, timings)
 
-        warnings = list(prepared.warnings)
-        if self.info.get("warning"):
-            warnings.append(self.info["warning"])
-        if check is not None and check.argued is not None and not check.agrees:
-            warnings.append(
-                f"The reasoning argues for {check.argued or 'no listed label'}, not for the top label {label}, "
-                f"even after {check.drafts} drafts: the model is torn between them."
-            )
-        present = {**encoded.present, "subtitle": bool(words)}
+    def _answer(self, sequence, label: str, options: AnalysisOptions):
+        """Stream the answer; a follow-up reasoning is checked against ``label`` and redrafted."""
+        if options.follow_up:
+            return (yield from self.writer.reasoning(sequence, label, options.labels, options.generation,
+                                                     options.reasoning_redrafts))
+        answer = ""
+        for answer in self.writer.stream(sequence, options.generation):
+            yield Event("text", answer)
+        return answer, None
+
+    def _result(self, prepared: PreparedClip, encoded: EncodedClip, options: AnalysisOptions, words: str | None,
+                probabilities: dict[str, float], answer: str, check: ReasoningCheck | None,
+                explanation: Explanation | None, timings: dict[str, float]) -> Analysis:
         filled = dict(encoded.filled)
         if not words:
             filled["subtitle"] = "left out" if "subtitle" in options.leave_out else "none"
-        yield Analysis(
-            label=label,
-            probabilities=probabilities,
-            answer=answer,
+        warnings = [*prepared.warnings, *([self.info["warning"]] if self.info.get("warning") else []),
+                    *torn_warning(check)]
+        return Analysis(
+            label=max(probabilities, key=probabilities.get), probabilities=probabilities, answer=answer,
             task=options.task,
-            modality_attention=modality_shares(span_shares),
-            span_attention=span_shares,
-            modalities_present=present,
-            filled_modalities=filled,
-            subtitle=prepared.subtitle.text,
-            subtitle_source=prepared.subtitle.source,
-            frame_time=prepared.global_frame_time,
-            warnings=warnings,
-            timings=timings,
-            engine=dict(self.info),
-            frame=prepared.global_frame,
-            heatmap=heat,
-            face_crops=prepared.face_crops,
-            peak_frame_index=prepared.peak_frame_index,
-            reasoning_check=check,
+            modality_attention=explanation.modality_shares if explanation else {},
+            span_attention=explanation.span_shares if explanation else {},
+            modalities_present={**encoded.present, "subtitle": bool(words)}, filled_modalities=filled,
+            subtitle=prepared.subtitle.text, subtitle_source=prepared.subtitle.source,
+            frame_time=prepared.global_frame_time, warnings=warnings, timings=timings, engine=dict(self.info),
+            frame=prepared.global_frame, heatmap=explanation.heatmap if explanation else None,
+            face_crops=prepared.face_crops, peak_frame_index=prepared.peak_frame_index, reasoning_check=check,
             subtitle_note=prepared.subtitle.note,
         )
 
-    def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None, options: AnalysisOptions = AnalysisOptions()) -> ChatSession:
-        prepared, encoded = self.prepare_and_encode(clip, subtitle, options)
+    def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
+             options: AnalysisOptions = DEFAULT_OPTIONS) -> ChatSession:
+        prepared, encoded = self.prepare(clip, subtitle, options)
         return ChatSession(self, prepared, encoded, options)
+
+
+def answer_prompt(options: AnalysisOptions, label: str, words: str | None) -> list[Piece]:
+    """The prompt the answer is written after: a follow-up to the label for a reasoning,
+    else the task's question in one turn."""
+    rng = random.Random(options.generation.seed)
+    if options.follow_up:
+        return reason_after_label(label, subtitle=words, labels=options.labels, rng=rng)
+    user = user_turn(options.task, subtitle=words, question=options.question, labels=options.labels, rng=rng)
+    return first_turn(user, demo_parity=options.demo_parity)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
 
 
 class ChatSession:
@@ -416,25 +205,12 @@ class ChatSession:
         pieces, _ = self._prompt(user, budget)
         sequence = self.engine.model.assemble(pieces, self.projected)
         answer = ""
-        for answer in self.engine.stream(sequence, settings):
+        for answer in self.engine.writer.stream(sequence, settings):
             yield answer
         self.turns.append((user, answer))
 
     def reset(self) -> None:
         self.turns.clear()
-
-
-def _file_digest(path: str | Path) -> str:
-    from .errors import UnreadableFileError
-
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        raise UnreadableFileError(f"cannot open {Path(path).name}: {error.strerror.lower()}") from error
-    return digest.hexdigest()
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -451,6 +227,7 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
     """``weights``: a folder saved by ``save_pretrained``, ``"official"``, or None for the
     default (``EMOTION_LLAMA_WEIGHTS``, else the shipped tiny model)."""
     from .checkpoints import from_pretrained, load_official
+    from .errors import WeightsUnavailableError
 
     weights = weights or os.environ.get("EMOTION_LLAMA_WEIGHTS")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -463,17 +240,7 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
         model = from_pretrained(folder, device=device)
         return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"})
     if weights:
-        from .errors import WeightsUnavailableError
-
         raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
-    model = random_tiny_model().to(device)
-    return Engine(
-        model,
-        {
-            "weights": "tiny (random)",
-            "device": device,
-            "dtype": "float32",
-            "warning": "untrained tiny model: answers are noise until trained weights are installed",
-        },
-    )
-
+    warning = "untrained tiny model: answers are noise until trained weights are installed"
+    return Engine(random_tiny_model().to(device),
+                  {"weights": "tiny (random)", "device": device, "dtype": "float32", "warning": warning})

@@ -11,12 +11,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from emotion_llama.asr import DEFAULT_WHISPER_MODEL, WhisperSettings, find_subtitle
-from emotion_llama.clip import PreparedClip
+from emotion_llama.clip import PreparedClip, Subtitle
 from emotion_llama.faces import (
     NO_FACE_WARNING,
     FaceDetector,
@@ -26,9 +25,8 @@ from emotion_llama.faces import (
     find_main_face,
 )
 from emotion_llama.media import MediaLimits, decode_clip
+from emotion_llama.vocab import DEFAULT_FRAME, FRAME_CHOICES
 
-FrameChoice = Literal["peak", "middle", "first"]
-FRAME_CHOICES: tuple[FrameChoice, ...] = ("peak", "middle", "first")
 LOW_FACE_COVERAGE = 0.5
 
 
@@ -46,7 +44,7 @@ class PrepareOptions:
     n_temporal_frames: int = 16
     crop_size: int = 224
     crop_padding: float = 0.25
-    frame_choice: FrameChoice = "peak"
+    frame_choice: str = DEFAULT_FRAME
     max_frame_side: int = 720
     whisper_model: str = DEFAULT_WHISPER_MODEL
     whisper_dir: Path | None = None
@@ -54,7 +52,7 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if self.frame_choice not in FRAME_CHOICES:
-            raise ValueError(f"frame_choice must be one of {FRAME_CHOICES}, not {self.frame_choice!r}")
+            raise ValueError(f"frame_choice must be one of {tuple(FRAME_CHOICES)}, not {self.frame_choice!r}")
         if self.n_local_frames < 1 or self.n_temporal_frames < 1:
             raise ValueError("n_local_frames and n_temporal_frames must be at least 1")
 
@@ -71,13 +69,56 @@ def prepare_clip(
     cannot be used; anything merely odd (no sound, no face, too long) becomes a warning.
     """
     options = options or PrepareOptions()
-    timings: dict[str, float] = {}
+    decoded = decode_for_encoders(path, options)
+    started = time.perf_counter()
+    words = subtitle_of(path, decoded, subtitle, options)
+    prepared = decoded.prepared(options.frame_choice, words)
+    prepared.timings["asr"] = time.perf_counter() - started
+    return prepared
 
+
+@dataclass
+class DecodedClip:
+    """A clip decoded once: what every frame choice and subtitle is made from.
+
+    ``candidates`` holds the global frame of each frame choice as (time, frame), so
+    choosing another frame or typing another subtitle never decodes the file again.
+    """
+
+    candidates: dict[str, tuple[float, np.ndarray]]
+    face_crops: np.ndarray
+    face_sequence: np.ndarray
+    audio: np.ndarray | None
+    duration: float
+    analysed_window: tuple[float, float]
+    frame_times: list[float]
+    peak_frame_index: int
+    face_found: bool
+    face_boxes: list[tuple[int, int, int, int] | None]
+    other_people: int
+    warnings: list[str]
+    timings: dict[str, float]
+
+    def prepared(self, frame_choice: str, subtitle: Subtitle) -> PreparedClip:
+        if frame_choice not in FRAME_CHOICES:
+            raise ValueError(f"frame_choice must be one of {tuple(FRAME_CHOICES)}, not {frame_choice!r}")
+        time_, frame = self.candidates[frame_choice]
+        return PreparedClip(
+            global_frame=frame, global_frame_time=time_, face_crops=self.face_crops,
+            face_sequence=self.face_sequence, audio=self.audio, subtitle=subtitle, duration=self.duration,
+            analysed_window=self.analysed_window, frame_times=list(self.frame_times),
+            peak_frame_index=self.peak_frame_index, face_found=self.face_found, face_boxes=list(self.face_boxes),
+            other_people=self.other_people, warnings=list(self.warnings), timings=dict(self.timings),
+        )
+
+
+def decode_for_encoders(path: str | os.PathLike[str], options: PrepareOptions) -> DecodedClip:
+    """Decode the frames and the sound, follow the main face and crop it."""
+    timings: dict[str, float] = {}
     started = time.perf_counter()
     temporal_positions = _evenly_spaced(options.n_temporal_frames)
     local_positions = _evenly_spaced(options.n_local_frames, within=temporal_positions)
-    positions = [*local_positions, *temporal_positions, 0.0, 0.5]
-    decoded = decode_clip(path, positions, options.media_limits())
+    decoded = decode_clip(path, [*local_positions, *temporal_positions, 0.0, 0.5], options.media_limits())
     n_local, n_temporal = len(local_positions), len(temporal_positions)
     local_times = decoded.frame_times[:n_local]
     temporal_times = decoded.frame_times[n_local : n_local + n_temporal]
@@ -96,31 +137,15 @@ def prepare_clip(
     def crops(times: list[float]) -> np.ndarray:
         return np.stack([crop_face(frame_at[t], box_at[t], options.crop_size, options.crop_padding) for t in times])
 
-    face_crops, face_sequence = crops(local_times), crops(temporal_times)
+    face_crops = crops(local_times)
     peak_index = choose_peak_frame(face_crops, [within_track_at[t] for t in local_times])
-    global_frame_time = {
-        "peak": local_times[peak_index],
-        "middle": middle_frame_time,
-        "first": first_frame_time,
-    }[options.frame_choice]
+    chosen = {"peak": local_times[peak_index], "middle": middle_frame_time, "first": first_frame_time}
     timings["faces"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    words = find_subtitle(
-        path,
-        decoded.audio,
-        typed=subtitle,
-        whisper_settings=WhisperSettings(options.whisper_model, options.whisper_dir),
-    )
-    timings["asr"] = time.perf_counter() - started
-
-    return PreparedClip(
-        global_frame=frame_at[global_frame_time],
-        global_frame_time=global_frame_time,
+    return DecodedClip(
+        candidates={choice: (t, frame_at[t]) for choice, t in chosen.items()},
         face_crops=face_crops,
-        face_sequence=face_sequence,
+        face_sequence=crops(temporal_times),
         audio=decoded.audio,
-        subtitle=words,
         duration=decoded.duration,
         analysed_window=decoded.window,
         frame_times=list(local_times),
@@ -131,6 +156,14 @@ def prepare_clip(
         warnings=decoded.warnings + _face_warnings(faces.face_found, faces.coverage, faces.other_people),
         timings=timings,
     )
+
+
+def subtitle_of(
+    path: str | os.PathLike[str] | None, decoded: DecodedClip, typed: str | None, options: PrepareOptions
+) -> Subtitle:
+    """The typed words, else a subtitle file beside the clip, else Whisper on its sound."""
+    settings = WhisperSettings(options.whisper_model, options.whisper_dir)
+    return find_subtitle(path, decoded.audio, typed=typed, whisper_settings=settings)
 
 
 def _evenly_spaced(count: int, within: list[float] | None = None) -> list[float]:

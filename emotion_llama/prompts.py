@@ -17,10 +17,10 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-from .config import MERR_LABELS
 from .errors import PromptError
+from .vocab import MAX_LABELS, MERR_LABELS, TASKS
 
-# Instructions the reference was tuned on (DESIGN.md section 2, from the public code).
+# Instructions the reference was tuned on (from its public dataset code).
 EMOTION_INSTRUCTION = (
     "Please determine which emotion label in the video represents: "
     "happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt."
@@ -38,8 +38,6 @@ REASON_INSTRUCTIONS = (
 # Offered by the reference demo, not part of its tuning data.
 VISUAL_INSTRUCTION = "Please describe the facial expression of the person in the video."
 AUDIO_INSTRUCTION = "Please describe the tone of voice of the person in the video."
-
-TASKS = ("emotion", "reason", "visual", "audio", "free")
 
 # Markers with a meaning to the template or the tokenizer; never allowed in from a user.
 RESERVED_MARKERS = (
@@ -112,8 +110,8 @@ def parse_labels(text: str | None, default: tuple[str, ...] = MERR_LABELS) -> tu
             labels.append(label)
     if len(labels) < 2:
         raise PromptError("give at least two emotion labels, separated by commas")
-    if len(labels) > 32:
-        raise PromptError("give at most 32 emotion labels")
+    if len(labels) > MAX_LABELS:
+        raise PromptError(f"give at most {MAX_LABELS} emotion labels")
     return tuple(labels)
 
 

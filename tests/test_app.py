@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from media_factory import expressive_face, make_face_clip, make_long_clip, make_png, media, one_face  # noqa: F401
 
-from emotion_llama.config import MER2023_LABELS, MERR_LABELS
 from emotion_llama.errors import PromptError
+from emotion_llama.vocab import MER2023_LABELS, MERR_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -181,7 +181,7 @@ def test_a_bug_shows_a_generic_message_and_logs_no_user_content(client, clips, e
     import app
 
     def broken(clip, subtitle, options):
-        raise RuntimeError(f"kaboom while reading {clip.subtitle.text}")
+        raise RuntimeError(f"kaboom while reading {clip} with {subtitle}")
 
     monkeypatch.setattr(engine, "analyze_iter", broken)
     with caplog.at_level("INFO"), pytest.raises(AppError) as caught:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_llama.config import MER2023_LABELS
+from emotion_llama.vocab import MER2023_LABELS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]

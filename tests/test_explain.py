@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from emotion_llama.config import MER2023_LABELS, MERR_LABELS, GenerationSettings, official
+from emotion_llama.config import official
 from emotion_llama.explain import attention_shares, modality_shares, visual_heatmap
 from emotion_llama.pipeline import AnalysisOptions, Engine
+from emotion_llama.vocab import MER2023_LABELS, MERR_LABELS, GenerationSettings
 
 SAMPLING = GenerationSettings(do_sample=True, max_new_tokens=12, seed=5)
 
@@ -116,7 +117,7 @@ def test_streaming_grows_and_ends_with_the_full_answer(engine, prepared_clip):
     model = engine.model
     seq = model.assemble(first_turn(user_turn("reason", subtitle="hi")), model.project(model.encode(prepared_clip)))
     settings = GenerationSettings(do_sample=False, max_new_tokens=10)
-    parts = list(engine.stream(seq, settings))
+    parts = list(engine.writer.stream(seq, settings))
     assert all(b.startswith(a.strip()[:1]) or not a for a, b in itertools.pairwise(parts))
     assert parts[-1] == model.tokenizer.decode(model.generate(seq, settings), skip_special_tokens=True).strip()
 

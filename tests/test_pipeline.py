@@ -7,14 +7,16 @@ import threading
 
 from media_factory import media  # noqa: F401 - fixture
 
-from emotion_llama.config import GenerationSettings
+from emotion_llama.cache import ClipCache
 from emotion_llama.pipeline import AnalysisOptions, Engine
+from emotion_llama.vocab import GenerationSettings
 
 OPTIONS = AnalysisOptions(task="reason", generation=GenerationSettings(do_sample=True, max_new_tokens=8, seed=3))
 
 
 def engine_for(model) -> Engine:
-    return Engine(model, {"weights": "tiny (random)", "device": "cpu", "dtype": "float32"})
+    """An engine with a cache of its own, so each test starts from nothing decoded."""
+    return Engine(model, {"weights": "tiny (random)", "device": "cpu", "dtype": "float32"}, cache=ClipCache())
 
 
 def comparable(analysis) -> dict:
@@ -88,7 +90,7 @@ def scripted(engine: Engine, monkeypatch, drafts: list[str]) -> list[GenerationS
         asked.append(settings)
         yield drafts[len(asked) - 1]
 
-    monkeypatch.setattr(engine, "stream", stream)
+    monkeypatch.setattr(engine.writer, "stream", stream)
     return asked
 
 

@@ -26,7 +26,7 @@ synthetic corpus uses for facial action units, vocal cues and the words; reasoni
 contain them verbatim, so :func:`find_clues` can score which true clues a generated
 explanation mentions.
 
-This module imports only the standard library.
+This module imports only the standard library (and the plain-data ``vocab``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ from typing import Any
 
 from ..errors import EmotionLlamaError
 
-# Same order as the reference instruction (and config.MERR_LABELS); kept here so that
-# reading annotations never imports the model stack.
-MERR_LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt")
-MER2023_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 MODALITY_KEYS: tuple[str, ...] = ("face", "voice", "words")
 
 # Spellings seen in public label files -> our label names.
@@ -173,13 +169,6 @@ def normalise_label(label: str) -> str:
     return LABEL_ALIASES.get(key, key)
 
 
-def argued_label(text: str, labels: tuple[str, ...]) -> str | None:
-    """The label a reasoning text argues for: the last candidate label it names."""
-    pattern = re.compile(r"\b(" + "|".join(re.escape(l) for l in sorted(labels, key=len, reverse=True)) + r")\b", re.IGNORECASE)
-    found = pattern.findall(text)
-    return normalise_label(found[-1]) if found else None
-
-
 # ----------------------------------------------------------------------------- the record
 
 
@@ -302,16 +291,8 @@ def write_annotations(
         written["merr_coarse"] = out / "MERR_coarse_grained.json"
         written["merr_fine"] = out / "MERR_fine_grained.json"
     if "csv" in formats:
-        with open(out / "label.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["name", "discrete"])
-            for a in anns:
-                w.writerow([a.name, a.label or ""])
-        with open(out / "subtitle.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["name", "english"])
-            for a in anns:
-                w.writerow([a.name, a.subtitle or ""])
+        _write_csv(out / "label.csv", ["name", "discrete"], [[a.name, a.label or ""] for a in anns])
+        _write_csv(out / "subtitle.csv", ["name", "english"], [[a.name, a.subtitle or ""] for a in anns])
         written["label_csv"] = out / "label.csv"
         written["subtitle_csv"] = out / "subtitle.csv"
     if "lists" in formats:
@@ -325,6 +306,13 @@ def write_annotations(
                     f.write(f"{a.name} {int(a.meta.get('n_frames', 0))} {a.label or 'unknown'}\n")
             written[f"list_{split}"] = p
     return written
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -1,115 +1,18 @@
-"""What the web app needs besides Gradio: option parsing, rendering, and upload hygiene.
+"""Renderers: an ``Analysis`` and the engine's facts -> what the page shows.
 
-``app.py`` lays out the page and wires events; everything here is plain Python that
-tests can call without a browser. Nothing here knows about the model's internals: it
-turns form values into ``AnalysisOptions`` and an ``Analysis`` into things to show.
+Plain Python that tests call without a browser; nothing here knows the model's internals.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from .clip import PreparedClip
-from .config import MER2023_LABELS, MERR_LABELS, GenerationSettings, WeightSources
-from .errors import PromptError, UnreadableFileError
-from .prompts import parse_labels
+from ..config import WeightSources
+from ..vocab import MODALITIES, MODALITY, TEXT_SPANS
 
-# Form choices: (what the person reads, what the library takes).
-TASK_CHOICES = [
-    ("Recognise the emotion", "emotion"),
-    ("Explain the reasoning", "reason"),
-    ("Describe the face", "visual"),
-    ("Describe the voice", "audio"),
-    ("Ask a free question", "free"),
-]
-LABEL_SET_CHOICES = [
-    ("MER2023: 6 labels", "mer2023"),
-    ("MERR: 9 labels", "merr"),
-    ("My own labels", "custom"),
-]
-LABEL_SETS = {"mer2023": MER2023_LABELS, "merr": MERR_LABELS}
-FRAME_CHOICES = [
-    ("Peak of expression", "peak"),
-    ("Middle of the clip", "middle"),
-    ("First frame (reference demo)", "first"),
-]
-LEAVE_OUT_CHOICES = [
-    ("Global frame", "global"),
-    ("Face", "face"),
-    ("Face sequence", "temporal"),
-    ("Audio", "audio"),
-    ("Subtitle", "subtitle"),
-]
-MODALITY_NAMES = {value: name.lower() for name, value in LEAVE_OUT_CHOICES}
+MODALITY_NAMES = {m: MODALITY[m].display for m in MODALITIES}
 # Short names for the attention chart's axis, in the order of the prompt.
-ATTENTION_NAMES = {
-    "global frame": "frame",
-    "face": "face",
-    "face sequence": "face seq.",
-    "audio": "audio",
-    "subtitle": "subtitle",
-    "instruction": "question",
-    "template": "prompt",
-    "history": "earlier turns",  # in a chat, or the label answer a reasoning follows
-}
-
-
-# -- form values -> library options ----------------------------------------------------------
-def labels_from_form(label_set: str, custom_labels: str | None) -> tuple[str, ...]:
-    if label_set == "custom":
-        if not custom_labels or not custom_labels.strip():
-            raise PromptError("type your own labels, separated by commas (for example: calm, tense, joyful)")
-        return parse_labels(custom_labels)
-    if label_set not in LABEL_SETS:
-        raise PromptError(f"unknown label set {label_set!r}; choose mer2023, merr or custom")
-    return LABEL_SETS[label_set]
-
-
-def generation_from_form(temperature: float | None, max_new_tokens: float | None) -> GenerationSettings:
-    """Temperature 0 means greedy decoding; otherwise sample as the reference demo does."""
-    temperature = float(temperature or 0.0)
-    tokens = int(max_new_tokens or GenerationSettings.max_new_tokens)
-    if not 1 <= tokens <= 2000:
-        raise PromptError("max new tokens must be between 1 and 2000")
-    if temperature <= 0:
-        return GenerationSettings(do_sample=False, max_new_tokens=tokens)
-    return GenerationSettings(do_sample=True, temperature=temperature, max_new_tokens=tokens)
-
-
-def options_from_form(
-    task: str,
-    question: str | None,
-    label_set: str,
-    custom_labels: str | None,
-    temperature: float | None,
-    max_new_tokens: float | None,
-    frame_choice: str | None,
-    leave_out: Iterable[str] | None,
-    demo_parity: bool | None,
-):
-    from .pipeline import AnalysisOptions
-
-    question = (question or "").strip() or None
-    if task == "free" and not question:
-        raise PromptError("type a question for the free-question task")
-    return AnalysisOptions(
-        task=task,
-        labels=labels_from_form(label_set, custom_labels),
-        question=question if task == "free" else None,
-        generation=generation_from_form(temperature, max_new_tokens),
-        leave_out=tuple(leave_out or ()),
-        demo_parity=bool(demo_parity),
-        frame_choice=frame_choice or "peak",
-    )
+ATTENTION_NAMES = {**{MODALITY[m].display: MODALITY[m].short for m in MODALITIES}, **TEXT_SPANS}
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -231,97 +134,3 @@ def modalities_markdown(present: dict[str, bool], filled: dict[str, str], frame_
 def timings_markdown(timings: dict[str, float]) -> str:
     rows = "\n".join(f"| {stage.replace('_', ' ')} | {seconds:.3f} |" for stage, seconds in timings.items())
     return f"| stage | seconds |\n|---|---:|\n{rows}"
-
-
-# -- uploads ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _ClipKey:
-    path: str
-    frame_choice: str
-    subtitle: str
-
-
-class UploadStore:
-    """Reads each upload once, deletes it when no request uses it, remembers the decoded clip.
-
-    Gradio files an upload under a folder named by its content hash, so two requests with
-    the same clip share one path; a request that starts after the file was deleted (the
-    second Analyze click, a chat turn, a queued twin) gets the decoded clip from memory.
-    Only files under ``upload_root`` (Gradio's upload folder) are deleted, and never one
-    whose content is one of ``keep`` (the example clips, which Gradio caches there too).
-    """
-
-    def __init__(self, upload_root: str | Path, keep: Iterable[str | Path] = (), capacity: int = 16):
-        self._root = Path(upload_root).resolve()
-        self._keep = {_digest(path) for path in keep}
-        self._clips: OrderedDict[_ClipKey, PreparedClip] = OrderedDict()
-        self._in_use: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._capacity = capacity
-
-    @contextmanager
-    def using(self, path: str | None) -> Iterator[None]:
-        """Around a request: the upload is deleted when its last request ends."""
-        if not path:
-            yield
-            return
-        self.acquire(path)
-        try:
-            yield
-        finally:
-            self.release(path)
-
-    def acquire(self, path: str) -> None:
-        with self._lock:
-            self._in_use[path] = self._in_use.get(path, 0) + 1
-
-    def release(self, path: str) -> None:
-        """Delete the file (and its hash folder, when empty) once the last request is done."""
-        with self._lock:
-            count = self._in_use.get(path, 1) - 1
-            if count > 0:
-                self._in_use[path] = count
-                return
-            self._in_use.pop(path, None)
-            file = Path(path).resolve()
-            if file.is_relative_to(self._root):
-                _delete_upload(file, self._root, self._keep)
-
-    def prepared(self, path: str, subtitle: str | None, frame_choice: str) -> PreparedClip:
-        """The decoded clip for an upload, from memory or from the file."""
-        from .prepare import PrepareOptions, prepare_clip
-
-        key = _ClipKey(path, frame_choice, subtitle or "")
-        with self._lock:
-            if key in self._clips:
-                self._clips.move_to_end(key)
-                return self._clips[key]
-        if not os.path.exists(path):
-            raise UnreadableFileError(
-                "this clip was deleted after its last request (uploads are not kept); please upload it again"
-            )
-        clip = prepare_clip(path, subtitle=subtitle, options=PrepareOptions(frame_choice=frame_choice))
-        with self._lock:
-            self._clips[key] = clip
-            while len(self._clips) > self._capacity:
-                self._clips.popitem(last=False)
-        return clip
-
-
-def _delete_upload(path: Path, root: Path, keep: set[str]) -> None:
-    try:
-        if not path.is_file() or _digest(path) in keep:
-            return
-        path.unlink()
-        if path.parent != root:
-            path.parent.rmdir()  # Gradio's per-upload hash folder; fails harmlessly when not empty
-    except OSError:
-        pass
-
-
-def _digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,0 +1,218 @@
+"""The page's and the API's handlers, as top-level functions of a ``Demo``.
+
+``app.py`` binds each to the one ``Demo`` (engine + upload store) and wires it to the
+page. The page's Analyze and the ``/analyze`` endpoint share ``analysis_events``; the
+page's chat and the ``/chat`` endpoint share ``chat_turn``. Every handler runs inside
+``request``: the upload is deleted afterwards and any failure reaches the person as a
+plain message (a bug as a generic one, logged without user content).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, field, fields
+from typing import Any
+
+import gradio as gr
+
+from ..analysis import Analysis, AnalysisOptions, Event
+from ..errors import EmotionLlamaError, PromptError
+from ..pipeline import ChatSession, Engine
+from ..vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, TASKS
+from . import render
+from .forms import options_from_form
+from .uploads import UploadStore
+
+GENERIC_FAILURE = (
+    "Something went wrong on our side while handling this request. Please try again; "
+    "if it keeps happening, try another clip."
+)
+NO_CLIP = "upload a video clip first, record one, or pick an example below"
+log = logging.getLogger("emotion_llama.app")
+
+
+@dataclass
+class Demo:
+    engine: Engine
+    store: UploadStore
+
+
+@dataclass
+class AnalysisView:
+    """The analysis outputs of the page, by name; a field left at ``SKIP`` is not updated."""
+
+    label: Any = None
+    answer: Any = ""
+    attention: Any = None
+    overlay: Any = None
+    faces: Any = None
+    subtitle_used: Any = ""
+    notes: Any = ""
+    timings: Any = ""
+    result_json: Any = None
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def only(cls, **values: Any) -> tuple:
+        """These outputs updated, every other left as it is."""
+        return astuple(cls(**{**{name: gr.skip() for name in cls.names()}, **values}))
+
+    @classmethod
+    def of(cls, analysis: Analysis, options: AnalysisOptions) -> tuple:
+        return astuple(cls(
+            label=render.probability_label(analysis.probabilities),
+            answer=analysis.answer,
+            attention=render.attention_table(analysis.modality_attention),
+            overlay=analysis.overlay(),
+            faces=render.face_strip(analysis.face_crops, analysis.peak_frame_index),
+            subtitle_used=render.subtitle_markdown(analysis.subtitle, analysis.subtitle_source,
+                                                   "subtitle" in options.leave_out, analysis.subtitle_note),
+            notes=render.modalities_markdown(analysis.modalities_present, analysis.filled_modalities,
+                                             analysis.frame_time) + "\n\n" + render.warnings_markdown(analysis.warnings),
+            timings=render.timings_markdown(analysis.timings),
+            result_json=analysis.to_json(),
+        ))
+
+
+@dataclass
+class ChatState:
+    """One conversation about one clip with one set of settings; one turn at a time."""
+
+    key: tuple
+    session: ChatSession
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+def user_facing(error: BaseException) -> gr.Error:
+    """A user's mistake shows its own message; a bug shows a generic one and is logged without user content."""
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, EmotionLlamaError):
+        return gr.Error(str(error), title="Cannot do that", print_exception=False)
+    log.error("request failed with %s\n%s", type(error).__name__, "".join(traceback.format_tb(error.__traceback__)))
+    return gr.Error(GENERIC_FAILURE, title="Internal error", print_exception=False)
+
+
+@contextmanager
+def request(demo: Demo, video: str | None) -> Iterator[None]:
+    """Around every handler: the upload is deleted afterwards, errors reach the user in plain words."""
+    try:
+        with demo.store.using(video):
+            yield
+    except Exception as error:  # noqa: BLE001 - the one boundary where any failure becomes a message
+        raise user_facing(error) from None
+
+
+def analysis_events(demo: Demo, video: str | None, subtitle: str | None,
+                    options: AnalysisOptions) -> Iterator[Event | Analysis]:
+    if not video:
+        raise PromptError(NO_CLIP)
+    yield from demo.engine.analyze_iter(video, (subtitle or "").strip() or None, options)
+
+
+# -- Analyze -----------------------------------------------------------------------------------
+def analyze(demo: Demo, video, subtitle, task, question, label_set, custom_labels, temperature, max_new_tokens,
+            frame_choice, leave_out, demo_parity, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+    """The page's Analyze: stages as progress, the answer as it is written, then every output."""
+    yield astuple(AnalysisView())  # no stale result from an earlier clip
+    with request(demo, video):
+        options = options_from_form(task, question, label_set, custom_labels, temperature, max_new_tokens,
+                                    frame_choice, leave_out, demo_parity)
+        stages = 0
+        progress(0.0, desc="reading the clip")
+        for item in analysis_events(demo, video, subtitle, options):
+            if isinstance(item, Analysis):
+                yield AnalysisView.of(item, options)
+            elif item.kind == "stage":
+                stages += 1
+                progress(min(stages / 4, 0.95), desc=item.value)
+            else:
+                yield AnalysisView.only(answer=item.value)
+
+
+def analyze_api(demo: Demo, video, subtitle=None, task="emotion", question=None, label_set=DEFAULT_LABEL_SET,
+                custom_labels=None, temperature=0.0, max_new_tokens=ANSWER_TOKENS, frame_choice=DEFAULT_FRAME,
+                leave_out=None, demo_parity=False) -> dict:
+    """``/analyze``: one whole analysis as the JSON of ``python -m emotion_llama analyze --json``."""
+    with request(demo, video):
+        options = options_from_form(task, question, label_set, custom_labels, temperature, max_new_tokens,
+                                    frame_choice, leave_out, demo_parity)
+        result = None
+        for result in analysis_events(demo, video, subtitle, options):
+            pass
+        return result.to_json()
+
+
+# -- Chat --------------------------------------------------------------------------------------
+def chat_state(demo: Demo, video: str | None, subtitle: str | None, options: AnalysisOptions,
+               state: ChatState | None) -> ChatState:
+    """The conversation of this clip and settings: reused if it exists, else encoded once."""
+    if not video:
+        raise PromptError(NO_CLIP)
+    words = (subtitle or "").strip() or None
+    key = (video, words, options.labels, options.leave_out, options.demo_parity, options.frame_choice)
+    if state is not None and state.key == key:
+        return state
+    return ChatState(key, demo.engine.chat(video, words, options))
+
+
+def chat_turn(demo: Demo, video, subtitle, message, task, options: AnalysisOptions, state: ChatState | None,
+              done=None) -> Iterator[tuple[str, ChatState]]:
+    """One turn, shared by the page and ``/chat``: the reply as it grows, and the state;
+    ``done(reply, state)`` runs before the next turn of this conversation may start."""
+    question = (message or "").strip()
+    if task not in TASKS:
+        raise PromptError(f"task must be one of {', '.join(TASKS)}")
+    if task == "free" and not question:
+        raise PromptError("type a question, or use one of the buttons")
+    state = chat_state(demo, video, subtitle, options, state)
+    with state.lock:
+        for reply in state.session.ask(question, task, options.generation):
+            yield reply, state
+        if done:
+            done(reply, state)
+
+
+def chat(demo: Demo, message, task, state, video, subtitle, label_set, custom_labels, temperature,
+         max_new_tokens, frame_choice, leave_out, demo_parity):
+    """The page's chat: the reply streams into the transcript; the box is cleared once, so
+    what the person types while a reply streams is kept for the next turn."""
+    with request(demo, video):
+        options = options_from_form("emotion", None, label_set, custom_labels, temperature, max_new_tokens,
+                                    frame_choice, leave_out, demo_parity)
+        shown = (message or "").strip() if task == "free" else f"[{task}] {(message or '').strip()}".strip()
+        box, history = "", []
+
+        def keep(reply: str, current: ChatState) -> None:
+            current.messages = [*history, {"role": "assistant", "content": reply}]
+
+        for reply, current in chat_turn(demo, video, subtitle, message, task, options, state, keep):
+            if not history:  # read under the turn's lock: a queued turn never shows a stale transcript
+                history = [*current.messages, {"role": "user", "content": shown}]
+            yield box, [*history, {"role": "assistant", "content": reply}], current
+            box = gr.skip()
+
+
+def chat_api(demo: Demo, video, subtitle=None, message=None, task="free", label_set=DEFAULT_LABEL_SET,
+             custom_labels=None, temperature=0.0, max_new_tokens=ANSWER_TOKENS, state=None):
+    """``/chat``: one turn for API clients; turns with the same client continue the conversation."""
+    with request(demo, video):
+        options = options_from_form("emotion", None, label_set, custom_labels, temperature, max_new_tokens,
+                                    DEFAULT_FRAME, [], False)
+        yield from chat_turn(demo, video, subtitle, message, task, options, state)
+
+
+def reset_chat(demo: Demo, state: ChatState | None):
+    if state is not None:
+        with state.lock:
+            state.session.reset()
+            state.messages = []
+    return [], state

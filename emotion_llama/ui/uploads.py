@@ -1,0 +1,66 @@
+"""Upload hygiene: each upload is deleted as soon as no request uses it.
+
+Gradio files an upload under a folder named by its content hash, so two requests with
+the same clip share one path. The decoded clip stays in the engine's cache (bounded, in
+memory), so a request that starts after the file was deleted (the second Analyze click,
+a chat turn, a queued twin) is still served.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..cache import file_digest
+
+
+class UploadStore:
+    """Only files under ``upload_root`` (Gradio's upload folder) are deleted, and never one
+    whose content is one of ``keep`` (the example clips, which Gradio caches there too)."""
+
+    def __init__(self, upload_root: str | Path, keep: Iterable[str | Path] = ()):
+        self._root = Path(upload_root).resolve()
+        self._keep = {file_digest(path) for path in keep}
+        self._in_use: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def using(self, path: str | None) -> Iterator[None]:
+        """Around a request: the upload is deleted when its last request ends."""
+        if not path:
+            yield
+            return
+        self.acquire(path)
+        try:
+            yield
+        finally:
+            self.release(path)
+
+    def acquire(self, path: str) -> None:
+        with self._lock:
+            self._in_use[path] = self._in_use.get(path, 0) + 1
+
+    def release(self, path: str) -> None:
+        """Delete the file (and its hash folder, when empty) once the last request is done."""
+        with self._lock:
+            count = self._in_use.get(path, 1) - 1
+            if count > 0:
+                self._in_use[path] = count
+                return
+            self._in_use.pop(path, None)
+            file = Path(path).resolve()
+            if file.is_relative_to(self._root):
+                _delete_upload(file, self._root, self._keep)
+
+
+def _delete_upload(path: Path, root: Path, keep: set[str]) -> None:
+    try:
+        if not path.is_file() or file_digest(path) in keep:
+            return
+        path.unlink()
+        if path.parent != root:
+            path.parent.rmdir()  # Gradio's per-upload hash folder; fails harmlessly when not empty
+    except OSError:
+        pass

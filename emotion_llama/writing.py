@@ -1,0 +1,106 @@
+"""Writing answers: streaming generation, and redrafts of a reasoning that argues for
+another label than the one shown beside it."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import replace
+from typing import Any
+
+from .analysis import Event, ReasoningCheck
+from .processor import AssembledSequence
+from .vocab import REDRAFT_TEMPERATURE, GenerationSettings
+
+
+def argued_label(text: str, labels: tuple[str, ...]) -> str | None:
+    """The label a reasoning text argues for: the last candidate label it names, as the
+    candidate is spelled."""
+    by_lower = {label.lower(): label for label in labels}
+    pattern = re.compile(r"\b(" + "|".join(re.escape(x) for x in sorted(labels, key=len, reverse=True)) + r")\b",
+                         re.IGNORECASE)
+    found = pattern.findall(text)
+    return by_lower[found[-1].lower()] if found else None
+
+
+def redraft_settings(settings: GenerationSettings, draft: int) -> GenerationSettings:
+    """Settings of redraft number ``draft`` (1, 2, ...): sampled, each with its own seed."""
+    return replace(settings, do_sample=True, temperature=max(settings.temperature, REDRAFT_TEMPERATURE),
+                   seed=(settings.seed or 0) + draft)
+
+
+class Writer:
+    """Generates answer text with one model; safe to share between threads."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def stream(self, sequence: AssembledSequence, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer text as it grows; the last value is the full answer."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["ids"] = self.model.generate(sequence, settings, streamer=streamer)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = error
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text = ""
+        for chunk in streamer:
+            text += chunk
+            yield text
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        yield self.model.tokenizer.decode(result["ids"], skip_special_tokens=True).strip()
+
+    def write(self, sequence: AssembledSequence, settings: GenerationSettings, stream: bool) -> Iterator[str]:
+        """The answer as it grows (``stream``), or once, whole."""
+        if stream:
+            yield from self.stream(sequence, settings)
+        else:
+            yield self.model.tokenizer.decode(self.model.generate(sequence, settings), skip_special_tokens=True).strip()
+
+    def reasoning(
+        self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
+        redrafts: int, *, stream: bool = True,
+    ) -> Generator[Event, None, tuple[str, ReasoningCheck]]:
+        """Write the reasoning for ``label`` (``sequence`` asks for it as a follow-up),
+        redrafting while it argues for another label; yields progress (text only when
+        ``stream``) and returns the reasoning kept and its ``ReasoningCheck``. A first draft
+        that names no label (cut short by the token limit, say) is kept as it is; a
+        redraft that names none does not replace the first draft."""
+        first: tuple[str, str | None] | None = None
+        argued: str | None = None
+        for draft in range(redrafts + 1):
+            if draft:
+                yield Event("stage", f"the reasoning argued for {argued or 'no label'}, not {label}: "
+                                     f"draft {draft + 1} of {redrafts + 1}")
+            text = ""
+            for text in self.write(sequence, settings if draft == 0 else redraft_settings(settings, draft), stream):
+                if stream:
+                    yield Event("text", text)
+            argued = argued_label(text, labels)
+            first = first or (text, argued)
+            if argued == label or (argued is None and draft == 0):
+                return text, ReasoningCheck(label, argued, draft + 1)
+        if stream and redrafts:
+            yield Event("text", first[0])
+        return first[0], ReasoningCheck(label, first[1], redrafts + 1)
+
+    def reasoning_quietly(self, sequence: AssembledSequence, label: str, labels: tuple[str, ...],
+                          settings: GenerationSettings, redrafts: int) -> tuple[str, ReasoningCheck]:
+        """``reasoning`` without streaming or progress: the reasoning and its check."""
+        steps = self.reasoning(sequence, label, labels, settings, redrafts, stream=False)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
