@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion_llama.data import merr
 from emotion_llama.data.merr import Annotation, clue_vocabulary, find_clues, load_annotations, write_annotations
+from emotion_llama.vocab import MERR_LABELS
 
 N = 20  # one full block of cases (12 congruent, 3 neutral words, 3 conflict, 1 no audio, 1 no face)
 SEED = 11
@@ -86,7 +86,7 @@ def test_labels_cases_and_splits(corpus):
     out, summary = corpus
     anns = load_annotations(out)
     assert len(anns) == N
-    assert {a.label for a in anns} == set(merr.MERR_LABELS)
+    assert {a.label for a in anns} == set(MERR_LABELS)
     assert summary.case_counts == {"congruent": 12, "neutral_words": 3, "conflict": 3, "no_audio": 1, "no_face": 1}
     assert sum(summary.label_counts.values()) == N
     assert set(summary.split_counts) <= {"train", "val", "test"} and sum(summary.split_counts.values()) == N
@@ -281,7 +281,7 @@ def test_plan_is_balanced_and_deterministic():
     assert a == plan_corpus(180, 3)
     assert a != plan_corpus(180, 4)
     labels = [t.label for t in a]
-    assert all(labels.count(e) == 20 for e in merr.MERR_LABELS)
+    assert all(labels.count(e) == 20 for e in MERR_LABELS)
     cases = [t.case for t in a]
     for c in set(CASE_BLOCK):
         assert cases.count(c) == CASE_BLOCK.count(c) * 9
@@ -377,8 +377,7 @@ def test_bad_annotation_sources_raise_clear_errors(tmp_path):
         load_annotations(bad)
 
 
-def test_label_order_matches_the_config():
-    pytest.importorskip("transformers")
-    from emotion_llama.vocab import MER2023_LABELS, MERR_LABELS
+def test_the_corpus_labels_are_the_instructions_in_its_order():
+    from emotion_llama.prompts import EMOTION_INSTRUCTION
 
-    assert merr.MERR_LABELS == MERR_LABELS and merr.MER2023_LABELS == MER2023_LABELS
+    assert EMOTION_INSTRUCTION.endswith(": " + ", ".join(MERR_LABELS) + ".")
