@@ -14,6 +14,7 @@ from .errors import PromptError
 from .explain import heatmap_on_frame
 from .vocab import (
     DEFAULT_FRAME,
+    DEMO_PARITY_ZEROED,
     FRAME_CHOICES,
     GREEDY,
     MERR_LABELS,
@@ -53,6 +54,12 @@ class AnalysisOptions:
             raise PromptError(f"cannot leave out {', '.join(sorted(unknown))}; choose from {', '.join(MODALITIES)}")
         if self.reasoning_redrafts < 0:
             raise ValueError("reasoning_redrafts must be 0 or more")
+
+    @property
+    def zeroed(self) -> set[str]:
+        """Encoded modalities that go to the model as zeros: those left out, and in the
+        reference demo's layout the ones that demo never computes."""
+        return set(self.leave_out) - {"subtitle"} | (set(DEMO_PARITY_ZEROED) if self.demo_parity else set())
 
     @property
     def follow_up(self) -> bool:

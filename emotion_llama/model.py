@@ -29,7 +29,7 @@ from .config import EmotionLlamaConfig, LoraSettings
 from .encoders import EncodedClip, ModalityEncoders, without
 from .processor import AssembledSequence, Processor
 from .prompts import Piece
-from .vocab import ADAPTERS, REFERENCE_GENERATION, GenerationSettings
+from .vocab import ADAPTERS, DEMO_PARITY_ZEROED, REFERENCE_GENERATION, GenerationSettings
 
 __all__ = ["AssembledSequence", "EmotionLlama", "EncodedClip", "without"]
 
@@ -81,7 +81,7 @@ class EmotionLlama(nn.Module):
                timings: dict[str, float] | None = None) -> EncodedClip:
         """The four encoders' features; left-out and missing modalities are zeros.
         ``demo_parity`` zeroes face and temporal exactly as the reference demo does."""
-        zero_out = set(leave_out) | ({"face", "temporal"} if demo_parity else set())
+        zero_out = set(leave_out) | (set(DEMO_PARITY_ZEROED) if demo_parity else set())
         return self.encoders.encode(clip, zero_out, timings)
 
     # -- 2. project ------------------------------------------------------------------

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from .analysis import DEFAULT_OPTIONS, Analysis, AnalysisOptions, Event, ReasoningCheck, torn_warning
+from .asr import find_subtitle
 from .cache import SHARED, ClipCache
-from .clip import PreparedClip, Subtitle
+from .clip import PreparedClip
 from .config import tiny
 from .encoders import without
 from .explain import Explanation, explain_answer, probabilities_from_scores
@@ -51,18 +52,17 @@ class Engine:
         """The clip decoded and encoded for ``options``: from a file through the cache, or
         a ``PreparedClip`` (media decoded by the caller) as it is. A typed ``subtitle``
         replaces the clip's own."""
-        zero_out = set(options.leave_out) | ({"face", "temporal"} if options.demo_parity else set())
         if isinstance(clip, PreparedClip):
             if subtitle and subtitle.strip():
-                clip = replace(clip, subtitle=Subtitle(" ".join(subtitle.split()), "user"))
-            return clip, without(self.model.encode(clip, timings=clip.timings), zero_out)
+                clip = replace(clip, subtitle=find_subtitle(None, None, typed=subtitle))
+            return clip, without(self.model.encode(clip, timings=clip.timings), options.zeroed)
         key = self.cache.key(clip)
         decoded = self.cache.decoded(key, clip)
         frame = frame_for(options.frame_choice, options.demo_parity)
         prepared = decoded.prepared(frame, self.cache.subtitle(key, clip, decoded, subtitle))
         encoded = self.cache.encoded((key, frame, self.encoders_key),
                                      lambda: self.model.encode(prepared, timings=prepared.timings))
-        return prepared, without(encoded, zero_out)
+        return prepared, without(encoded, options.zeroed)
 
     @property
     def encoders_key(self) -> str:

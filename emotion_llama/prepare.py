@@ -100,8 +100,7 @@ class DecodedClip:
     timings: dict[str, float]
 
     def prepared(self, frame_choice: str, subtitle: Subtitle) -> PreparedClip:
-        if frame_choice not in FRAME_CHOICES:
-            raise ValueError(f"frame_choice must be one of {tuple(FRAME_CHOICES)}, not {frame_choice!r}")
+        """The encoders' inputs with the global frame of ``frame_choice`` (a key of ``candidates``)."""
         time_, frame = self.candidates[frame_choice]
         return PreparedClip(
             global_frame=frame, global_frame_time=time_, face_crops=self.face_crops,

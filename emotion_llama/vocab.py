@@ -69,8 +69,9 @@ FRAME_CHOICES = {
     "first": "First frame (reference demo)",
 }
 DEFAULT_FRAME = "peak"
-# The reference demo reads only the first frame.
+# The reference demo reads only the first frame and feeds zeros for these features.
 DEMO_PARITY_FRAME = "first"
+DEMO_PARITY_ZEROED = ("face", "temporal")
 
 
 def frame_for(frame_choice: str, demo_parity: bool) -> str:
