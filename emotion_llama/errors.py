@@ -49,3 +49,24 @@ class WeightsUnavailableError(EmotionLlamaError):
 
 class PromptError(EmotionLlamaError):
     """A prompt or label set cannot be used (for example an empty label list)."""
+
+
+class ConfigError(EmotionLlamaError):
+    """A setting (an environment variable, a flag) has a value that cannot be used."""
+
+
+class LimitError(EmotionLlamaError):
+    """A request would cost more than a limit allows (``limits.py``); the message says
+    which limit, its value and what to do instead."""
+
+
+class MediaLimitError(LimitError, MediaError):
+    """A clip's header declares more than the decoder accepts (frame size, streams)."""
+
+
+class TextTooLongError(LimitError, PromptError):
+    """A subtitle, question, label or whole prompt is over its length limit."""
+
+
+class SessionExpiredError(EmotionLlamaError):
+    """A conversation was closed (idle too long, or the server needed the room)."""
