@@ -11,15 +11,15 @@ import argparse
 import functools
 import json
 import logging
-import os
 from pathlib import Path
 
 import gradio as gr
 
+from emotion_llama import limits
 from emotion_llama.pipeline import Engine, load_engine
-from emotion_llama.prepare import PrepareOptions
 from emotion_llama.ui import forms, handlers, render
 from emotion_llama.ui.handlers import GENERIC_FAILURE, AnalysisView, Demo
+from emotion_llama.ui.sessions import Janitor
 from emotion_llama.ui.uploads import UploadStore
 from emotion_llama.vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, MAX_ANSWER_TOKENS, TAGGED_TASKS
 
@@ -44,9 +44,13 @@ def _examples() -> list[dict]:
 
 
 EXAMPLES = _examples()
-MAX_UPLOAD_MB = int(os.environ.get("EMOTION_LLAMA_MAX_UPLOAD_MB", "50"))
-CONCURRENCY = int(os.environ.get("EMOTION_LLAMA_CONCURRENCY", "2"))
-MAX_SECONDS = PrepareOptions().max_seconds
+MAX_UPLOAD_MB = limits.get("max_upload_mb")
+# One budget for every event that runs the model (Gradio counts concurrency per event
+# unless events share a concurrency id).
+CONCURRENCY = limits.get("concurrency")
+MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": CONCURRENCY}
+MAX_SECONDS = limits.get("max_seconds")
+SWEEP_S = 60  # how often unused uploads, conversations and decoded clips are looked at
 __all__ = ["GENERIC_FAILURE", "build_demo", "launch", "main"]
 log = logging.getLogger("emotion_llama.app")
 
@@ -60,7 +64,8 @@ def bind(handler, demo: Demo, on_gpu: bool = True):
 
 def build_demo(engine: Engine) -> gr.Blocks:
     state = Demo(engine, UploadStore(gr.utils.get_upload_folder(), keep=[EXAMPLES_DIR / e["clip"] for e in EXAMPLES]))
-    with gr.Blocks(title="Emotion-LLaMA", delete_cache=(1800, 1800)) as page:
+    unused_upload_s = limits.get("unused_upload_s")
+    with gr.Blocks(title="Emotion-LLaMA", delete_cache=(SWEEP_S, int(unused_upload_s))) as page:
         gr.Markdown("# Emotion-LLaMA: emotion recognition and reasoning from video")
         gr.Markdown(render.engine_banner(engine.info), elem_id="engine-banner")
         with gr.Row():
@@ -76,9 +81,11 @@ def build_demo(engine: Engine) -> gr.Blocks:
             inputs=[form["video"], form["subtitle"], form["task"], form["question"]],
             label="Examples (synthetic clips made for this demo: drawn faces, synthesised voices)",
         )
-        gr.Markdown(render.RESPONSIBLE_USE, elem_id="responsible-use")
+        gr.Markdown(render.responsible_use((unused_upload_s + SWEEP_S) / 60, state.conversations.ttl / 60),
+                    elem_id="responsible-use")
         wire(state, form, outputs, chat, api_inputs())
-    page.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
+    page.queue(default_concurrency_limit=CONCURRENCY, max_size=limits.get("queue_size"))
+    Janitor([state.conversations.sweep, engine.cache.sweep], every=SWEEP_S).start()
     return page
 
 
@@ -89,12 +96,15 @@ def input_column() -> dict[str, gr.components.Component]:
     form = {
         "video": video,
         "subtitle": gr.Textbox(label="What the person says (optional)", lines=2, elem_id="subtitle",
+                               max_length=limits.get("max_subtitle_chars"),
                                placeholder="Leave empty to use a subtitle file next to the clip, "
                                            "speech recognition if installed, or no subtitle."),
         "task": gr.Radio(forms.TASK_CHOICES, value="reason", label="Task"),
-        "question": gr.Textbox(label="Your question", visible=False, elem_id="question"),
+        "question": gr.Textbox(label="Your question", visible=False, elem_id="question",
+                               max_length=limits.get("max_question_chars")),
         "label_set": gr.Radio(forms.LABEL_SET_CHOICES, value=DEFAULT_LABEL_SET, label="Candidate emotions"),
         "custom_labels": gr.Textbox(label="Your labels, separated by commas", visible=False,
+                                    max_length=limits.get("max_labels") * (limits.get("max_label_chars") + 2),
                                     placeholder="calm, tense, joyful"),
     }
     with gr.Accordion("Advanced", open=False):
@@ -121,9 +131,9 @@ def analysis_tab() -> dict[str, gr.components.Component]:
         out["attention"] = gr.BarPlot(x="modality", y="attention %", elem_id="attention",
                                       label="Share of the answer's attention per input", y_lim=[0, 100],
                                       height=240, x_label_angle=-30, sort=list(render.ATTENTION_NAMES.values()))
-        out["overlay"] = gr.Image(label="Where the answer looked in the frame", elem_id="overlay", height=240,
-                                  buttons=["download"])
-    out["faces"] = gr.Image(label="Face crops (the peak frame is framed in orange)", elem_id="faces", height=140)
+        # Pictures travel inside the page (data: URLs), so none is written to Gradio's cache.
+        out["overlay"] = gr.HTML(label="Where the answer looked in the frame", elem_id="overlay", show_label=True)
+    out["faces"] = gr.HTML(label="Face crops (the peak frame is framed in orange)", elem_id="faces", show_label=True)
     out["subtitle_used"] = gr.Markdown(elem_id="subtitle-used")
     out["notes"] = gr.Markdown(elem_id="notes")
     with gr.Accordion("Time per stage and full result (JSON)", open=False):
@@ -157,13 +167,14 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
     form["task"].change(lambda t: gr.update(visible=t == "free"), form["task"], form["question"], **private)
     form["label_set"].change(lambda s: gr.update(visible=s == "custom"), form["label_set"], form["custom_labels"],
                              **private)
-    form["video"].change(lambda: ([], None), None, [chat["chatbot"], chat["session"]], **private)
+    reset = bind(handlers.reset_chat, demo, on_gpu=False)
+    form["video"].change(reset, chat["session"], [chat["chatbot"], chat["session"]], **private)
 
     fields = [form[name] for name in ("video", "subtitle", "task", "question", "label_set", "custom_labels",
                                       "temperature", "max_new_tokens", "frame_choice", "leave_out", "demo_parity")]
     form["analyze"].click(bind(handlers.analyze, demo), fields, [outputs[n] for n in AnalysisView.names()],
-                          api_name="analyze_stream", **private)
-    api["analyze"].click(bind(handlers.analyze_api, demo), fields, api["result"], api_name="analyze")
+                          api_name="analyze_stream", **private, **MODEL_EVENTS)
+    api["analyze"].click(bind(handlers.analyze_api, demo), fields, api["result"], api_name="analyze", **MODEL_EVENTS)
 
     settings = [form[name] for name in ("video", "subtitle", "label_set", "custom_labels", "temperature",
                                         "max_new_tokens", "frame_choice", "leave_out", "demo_parity")]
@@ -171,13 +182,12 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
     for tag, trigger in [("free", chat["send"].click), ("free", chat["message"].submit),
                          *[(tag, button.click) for tag, button in chat["ask"].items()]]:
         trigger(turn, [chat["message"], gr.State(tag), chat["session"], *settings], chat_out,
-                api_name=f"chat_{tag}", trigger_mode="always_last", **private)
-    chat["reset"].click(bind(handlers.reset_chat, demo, on_gpu=False), chat["session"],
-                        [chat["chatbot"], chat["session"]], **private)
+                api_name=f"chat_{tag}", trigger_mode="always_last", **private, **MODEL_EVENTS)
+    chat["reset"].click(reset, chat["session"], [chat["chatbot"], chat["session"]], **private)
     api["chat"].click(bind(handlers.chat_api, demo), [form["video"], form["subtitle"], chat["message"], api["task"],
                                                       form["label_set"], form["custom_labels"], form["temperature"],
                                                       form["max_new_tokens"], api["state"]],
-                      [api["reply"], api["state"]], api_name="chat")
+                      [api["reply"], api["state"]], api_name="chat", **MODEL_EVENTS)
 
 
 def launch(demo: gr.Blocks, **kwargs):

@@ -4,7 +4,8 @@ A clip is known by the SHA-256 of its bytes. It is decoded once (frames, faces, 
 its automatic subtitle found once, and it is encoded once per frame choice and set of
 encoders; the typed subtitle, the frame choice and the modalities left out are applied
 to those results, so changing them never decodes the file again. Every table is a
-bounded LRU, and a clip that two threads ask for at once is worked on once.
+bounded LRU whose entries also expire ``ttl`` seconds (``EMOTION_LLAMA_SESSION_TTL``)
+after their last use, and a clip that two threads ask for at once is worked on once.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .clip import Subtitle
 from .errors import UnreadableFileError
 from .prepare import DecodedClip, PrepareOptions, decode_for_encoders, subtitle_of
@@ -25,21 +28,37 @@ GONE = "this clip was deleted after its last request (uploads are not kept); ple
 
 
 class _Lru:
-    def __init__(self, capacity: int):
+    """At most ``capacity`` items, none older than ``ttl`` seconds since its last use."""
+
+    def __init__(self, capacity: int, ttl: float, clock: Callable[[], float]):
         self.capacity = capacity
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self.ttl = ttl
+        self.clock = clock
+        self._items: OrderedDict[Hashable, tuple[Any, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key: Hashable) -> Any:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        return None
+        if key not in self._items:
+            return None
+        value, used = self._items[key]
+        if self.clock() - used > self.ttl:
+            del self._items[key]
+            return None
+        self.put(key, value)
+        return value
 
     def put(self, key: Hashable, value: Any) -> None:
-        self._items[key] = value
+        self._items[key] = (value, self.clock())
         self._items.move_to_end(key)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
+
+    def sweep(self) -> None:
+        now = self.clock()
+        for key in [key for key, (_, used) in self._items.items() if now - used > self.ttl]:
+            del self._items[key]
 
 
 class ClipCache:
@@ -50,10 +69,12 @@ class ClipCache:
     hashed once, and an upload deleted after its request is still found by its path.
     """
 
-    def __init__(self, capacity: int = 16, options: PrepareOptions | None = None):
+    def __init__(self, capacity: int = 16, options: PrepareOptions | None = None, ttl: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.options = options or PrepareOptions()
-        self._decoded, self._subtitles, self._encoded = _Lru(capacity), _Lru(capacity), _Lru(2 * capacity)
-        self._paths = _Lru(8 * capacity)
+        self.ttl = ttl or limits.get("session_ttl_s")
+        self._decoded, self._subtitles = _Lru(capacity, self.ttl, clock), _Lru(capacity, self.ttl, clock)
+        self._encoded, self._paths = _Lru(2 * capacity, self.ttl, clock), _Lru(8 * capacity, self.ttl, clock)
         self._lock = threading.Lock()
         self._working: dict[Hashable, threading.Lock] = {}
         self.decodes = self.encodes = 0
@@ -101,6 +122,16 @@ class ClipCache:
             return encode()
 
         return self._once(self._encoded, key, counted)
+
+    def __len__(self) -> int:
+        """Clips held decoded."""
+        return len(self._decoded)
+
+    def sweep(self) -> None:
+        """Forget every clip unused for ``ttl`` seconds (decoded frames, subtitle, features, path)."""
+        with self._lock:
+            for table in (self._decoded, self._subtitles, self._encoded, self._paths):
+                table.sweep()
 
     def _once(self, table: _Lru, key: Hashable, make: Callable[[], Any]) -> Any:
         """``table[key]``, made by ``make`` if missing; concurrent askers of one key wait for one maker."""

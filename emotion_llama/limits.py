@@ -29,6 +29,8 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     # -- uploads and decoding ---------------------------------------------------------------
     "max_upload_mb": Setting("EMOTION_LLAMA_MAX_UPLOAD_MB", 50, "largest upload, in MB"),
+    "unused_upload_s": Setting("EMOTION_LLAMA_UNUSED_UPLOAD", 600.0,
+                               "seconds an upload no request used is kept (deleted within a minute after)"),
     "max_seconds": Setting("EMOTION_LLAMA_MAX_SECONDS", 30.0, "seconds of a clip analysed (its start)"),
     "max_frame_pixels": Setting("EMOTION_LLAMA_MAX_FRAME_PIXELS", 3840 * 2160,
                                 "pixels per video frame, from the header, before decoding (4K UHD)"),

@@ -22,13 +22,14 @@ import threading
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import LlamaForCausalLM
+from transformers import LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
 
 from .clip import PreparedClip
 from .config import EmotionLlamaConfig, LoraSettings
 from .encoders import EncodedClip, ModalityEncoders, without
 from .processor import AssembledSequence, Processor
 from .prompts import Piece
+from .text_limits import check_prompt_length
 from .vocab import ADAPTERS, DEMO_PARITY_ZEROED, REFERENCE_GENERATION, GenerationSettings
 
 __all__ = ["AssembledSequence", "EmotionLlama", "EncodedClip", "without"]
@@ -112,11 +113,12 @@ class EmotionLlama(nn.Module):
         sequence: AssembledSequence,
         settings: GenerationSettings = REFERENCE_GENERATION,
         streamer=None,
+        stop: threading.Event | None = None,
     ) -> list[int]:
-        """Answer token ids (without the closing ``</s>``). Greedy when ``do_sample`` is off."""
+        """Answer token ids (without the closing ``</s>``). Greedy when ``do_sample`` is off;
+        setting ``stop`` ends the generation after the token being computed."""
+        check_prompt_length("prompt", len(sequence) + 1, settings.max_context_tokens)
         budget = min(settings.max_new_tokens, settings.max_context_tokens - len(sequence))
-        if budget <= 0:
-            raise ValueError("prompt is longer than the context cap")
         kwargs = dict(
             max_new_tokens=budget,
             min_new_tokens=min(settings.min_new_tokens, budget),
@@ -124,6 +126,7 @@ class EmotionLlama(nn.Module):
             repetition_penalty=settings.repetition_penalty,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)] if stop is not None else []),
         )
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
@@ -179,6 +182,16 @@ class EmotionLlama(nn.Module):
                 output_attentions=True,
             )
         return torch.stack([a[0].float().mean(dim=0) for a in out.attentions])
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation once ``event`` is set (the reader of a stream went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def with_lora(llm: LlamaForCausalLM, lora: LoraSettings):

@@ -23,13 +23,15 @@ import torch
 from .analysis import DEFAULT_OPTIONS, Analysis, AnalysisOptions, Event, ReasoningCheck, torn_warning
 from .asr import find_subtitle
 from .cache import SHARED, ClipCache
+from .chat import ChatSession
 from .clip import PreparedClip
 from .config import tiny
 from .encoders import without
 from .explain import Explanation, explain_answer, probabilities_from_scores
 from .model import EmotionLlama, EncodedClip
-from .prompts import Piece, answer_pieces, as_history, first_turn, later_turn, reason_after_label, user_turn
-from .vocab import GREEDY, GenerationSettings, frame_for
+from .prompts import Piece, answer_pieces, first_turn, reason_after_label, user_turn
+from .text_limits import check_labels, check_prompt_length, check_text
+from .vocab import GREEDY, frame_for
 from .writing import Writer
 
 __all__ = ["Analysis", "AnalysisOptions", "ChatSession", "Engine", "Event", "ReasoningCheck", "load_engine"]
@@ -42,9 +44,17 @@ class Engine:
     def __init__(self, model: EmotionLlama, info: dict[str, str], cache: ClipCache | None = None):
         self.model = model
         self.info = info
-        self.cache = cache or SHARED
+        self.cache = cache if cache is not None else SHARED
         self.writer = Writer(model)
         self._encoders_key: str | None = None
+
+    # -- 0. bound the cost ----------------------------------------------------------------
+    def check_text(self, options: AnalysisOptions, subtitle: str | None) -> None:
+        """Every text of a request within its limits (``text_limits``), before any work."""
+        tokenizer = self.model.tokenizer
+        check_text("subtitle", subtitle, tokenizer)
+        check_text("question", options.question, tokenizer)
+        check_labels(options.labels, tokenizer)
 
     # -- 1. prepare and encode ---------------------------------------------------------
     def prepare(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
@@ -73,8 +83,11 @@ class Engine:
 
     # -- 2. label probabilities ----------------------------------------------------------
     def label_probabilities(self, projected: dict[str, torch.Tensor], subtitle: str | None,
-                            labels: tuple[str, ...], demo_parity: bool = False) -> dict[str, float]:
+                            labels: tuple[str, ...], demo_parity: bool = False,
+                            context: int = GREEDY.max_context_tokens) -> dict[str, float]:
         prompt = first_turn(user_turn("emotion", subtitle=subtitle, labels=labels), demo_parity=demo_parity)
+        longest = max(len(self.model.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels)
+        check_prompt_length("label question", len(self.model.assemble(prompt, projected)) + longest + 1, context)
         sequences = [self.model.assemble(prompt + answer_pieces(label, close=True), projected) for label in labels]
         return probabilities_from_scores(labels, self.model.label_log_likelihoods(sequences))
 
@@ -91,16 +104,19 @@ class Engine:
                      options: AnalysisOptions = DEFAULT_OPTIONS) -> Iterator[Event | Analysis]:
         """Progress events and streamed answer text, then the finished ``Analysis``."""
         timings: dict[str, float] = {}
+        self.check_text(options, subtitle)
         yield Event("stage", "reading the clip and encoding it")
         with _timed(timings, "prepare_and_encode"):
             prepared, encoded = self.prepare(clip, subtitle, options)
         timings = {**prepared.timings, **timings}
         words = None if "subtitle" in options.leave_out else prepared.subtitle.text
+        check_text("subtitle", words, self.model.tokenizer)  # a subtitle file's or Whisper's too
         projected = self.model.project(encoded)
 
         yield Event("stage", "scoring every label")
         with _timed(timings, "label_probabilities"):
-            probabilities = self.label_probabilities(projected, words, options.labels, options.demo_parity)
+            probabilities = self.label_probabilities(projected, words, options.labels, options.demo_parity,
+                                                     options.generation.max_context_tokens)
         label = max(probabilities, key=probabilities.get)
 
         yield Event("stage", "writing the answer")
@@ -148,8 +164,11 @@ class Engine:
 
     def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
              options: AnalysisOptions = DEFAULT_OPTIONS) -> ChatSession:
+        self.check_text(options, subtitle)
         prepared, encoded = self.prepare(clip, subtitle, options)
-        return ChatSession(self, prepared, encoded, options)
+        words = None if "subtitle" in options.leave_out else prepared.subtitle.text
+        check_text("subtitle", words, self.model.tokenizer)
+        return ChatSession(self.model, self.writer, words, self.model.project(encoded), options)
 
 
 def answer_prompt(options: AnalysisOptions, label: str, words: str | None) -> list[Piece]:
@@ -167,50 +186,6 @@ def _timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
     yield
     timings[name] = time.perf_counter() - start
-
-
-class ChatSession:
-    """Multi-turn chat about one clip; the clip is encoded once."""
-
-    def __init__(self, engine: Engine, prepared: PreparedClip, encoded: EncodedClip, options: AnalysisOptions):
-        self.engine = engine
-        self.prepared = prepared
-        self.options = options
-        self.projected = engine.model.project(encoded)
-        self.turns: list[tuple[list[Piece], str]] = []  # (user pieces, answer)
-
-    def _prompt(self, user: list[Piece], cap: int) -> tuple[list[Piece], int]:
-        """Pieces of the whole chat; the oldest turns after the first are dropped to fit."""
-        turns = list(self.turns)
-        dropped = 0
-        while True:
-            pieces = first_turn(turns[0][0] if turns else user, demo_parity=self.options.demo_parity)
-            if turns:
-                pieces = as_history(pieces) + answer_pieces(turns[0][1], kind="history", close=True)
-                for old_user, old_answer in turns[1:]:
-                    pieces += as_history(later_turn(old_user)) + answer_pieces(old_answer, kind="history", close=True)
-                pieces += later_turn(user)
-            sequence_length = len(self.engine.model.assemble(pieces, self.projected))
-            if sequence_length <= cap or len(turns) <= 1:
-                return pieces, dropped
-            turns.pop(1)
-            dropped += 1
-
-    def ask(self, question: str, task: str = "free", settings: GenerationSettings = GREEDY) -> Iterator[str]:
-        """Stream the reply to one user turn; the turn is kept once the reply is complete."""
-        words = None if "subtitle" in self.options.leave_out else self.prepared.subtitle.text
-        user = user_turn(task, subtitle=words if not self.turns else None, question=question or None,
-                         labels=self.options.labels)
-        budget = settings.max_context_tokens - min(settings.max_new_tokens, settings.max_context_tokens // 2)
-        pieces, _ = self._prompt(user, budget)
-        sequence = self.engine.model.assemble(pieces, self.projected)
-        answer = ""
-        for answer in self.engine.writer.stream(sequence, settings):
-            yield answer
-        self.turns.append((user, answer))
-
-    def reset(self) -> None:
-        self.turns.clear()
 
 
 # -- loading ------------------------------------------------------------------------------

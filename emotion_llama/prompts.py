@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, replace
 
 from .errors import PromptError
-from .vocab import MAX_LABELS, MERR_LABELS, TASKS
+from .text_limits import check_label_list, check_labels
+from .vocab import MERR_LABELS, TASKS
 
 # Instructions the reference was tuned on (from its public dataset code).
 EMOTION_INSTRUCTION = (
@@ -103,6 +104,7 @@ def parse_labels(text: str | None, default: tuple[str, ...] = MERR_LABELS) -> tu
     """A comma list of labels typed by a user -> a clean tuple (order kept, duplicates dropped)."""
     if text is None or not text.strip():
         return default
+    check_label_list(text)
     labels: list[str] = []
     for raw in text.split(","):
         label = " ".join(escape_user_text(raw).split())
@@ -110,8 +112,7 @@ def parse_labels(text: str | None, default: tuple[str, ...] = MERR_LABELS) -> tu
             labels.append(label)
     if len(labels) < 2:
         raise PromptError("give at least two emotion labels, separated by commas")
-    if len(labels) > MAX_LABELS:
-        raise PromptError(f"give at most {MAX_LABELS} emotion labels")
+    check_labels(tuple(labels))
     return tuple(labels)
 
 

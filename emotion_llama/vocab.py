@@ -85,7 +85,6 @@ MERR_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear"
 LABEL_SETS = {"mer2023": MER2023_LABELS, "merr": MERR_LABELS}
 LABEL_SET_NAMES = {"mer2023": "MER2023: 6 labels", "merr": "MERR: 9 labels", "custom": "My own labels"}
 DEFAULT_LABEL_SET = "merr"
-MAX_LABELS = 32
 
 
 # -- generation ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import replace
 from typing import Any
 
@@ -37,15 +38,18 @@ class Writer:
         self.model = model
 
     def stream(self, sequence: AssembledSequence, settings: GenerationSettings) -> Iterator[str]:
-        """Yield the answer text as it grows; the last value is the full answer."""
+        """Yield the answer text as it grows; the last value is the full answer. Closing the
+        generator early (a visitor who left) stops the generation at its next token and
+        frees the model before ``close()`` returns."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
         result: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                result["ids"] = self.model.generate(sequence, settings, streamer=streamer)
+                result["ids"] = self.model.generate(sequence, settings, streamer=streamer, stop=stop)
             except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
                 result["error"] = error
                 streamer.end()
@@ -53,10 +57,13 @@ class Writer:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         text = ""
-        for chunk in streamer:
-            text += chunk
-            yield text
-        thread.join()
+        try:
+            for chunk in streamer:
+                text += chunk
+                yield text
+        finally:
+            stop.set()
+            thread.join()
         if "error" in result:
             raise result["error"]
         yield self.model.tokenizer.decode(result["ids"], skip_special_tokens=True).strip()
@@ -84,9 +91,11 @@ class Writer:
                 yield Event("stage", f"the reasoning argued for {argued or 'no label'}, not {label}: "
                                      f"draft {draft + 1} of {redrafts + 1}")
             text = ""
-            for text in self.write(sequence, settings if draft == 0 else redraft_settings(settings, draft), stream):
-                if stream:
-                    yield Event("text", text)
+            with closing(self.write(sequence, settings if draft == 0 else redraft_settings(settings, draft),
+                                    stream)) as drafts:
+                for text in drafts:
+                    if stream:
+                        yield Event("text", text)
             argued = argued_label(text, labels)
             first = first or (text, argued)
             if argued == label or (argued is None and draft == 0):

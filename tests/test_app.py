@@ -217,7 +217,7 @@ def test_chat_streams_and_keeps_the_conversation(client, clips, engine, monkeypa
     second = client.predict(video=video, message="Why do you think so?", task="free", api_name="/chat", **FAST)
     assert isinstance(second, str)
     assert len(sessions) == 1, "the clip is encoded once per conversation"
-    assert [turn[1] for turn in sessions[0].turns] == [first.result(), second]
+    assert [turn.answer for turn in sessions[0].turns] == [first.result(), second]
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="question"):

@@ -122,24 +122,6 @@ def test_streaming_grows_and_ends_with_the_full_answer(engine, prepared_clip):
     assert parts[-1] == model.tokenizer.decode(model.generate(seq, settings), skip_special_tokens=True).strip()
 
 
-def test_chat_reuses_the_encoded_clip_and_respects_the_context_cap(engine, prepared_clip, monkeypatch):
-    calls = []
-    original = engine.model.encode
-    monkeypatch.setattr(engine.model, "encode", lambda *a, **k: calls.append(1) or original(*a, **k))
-    session = engine.chat(prepared_clip)
-    settings = GenerationSettings(do_sample=False, max_new_tokens=8, max_context_tokens=230)
-    for question in ["What is the emotion?", "Why?", "Describe the voice.", "And the face?", "Anything else?"]:
-        reply = list(session.ask(question, "free", settings))[-1]
-        assert isinstance(reply, str)
-    assert len(calls) == 1
-    assert len(session.turns) == 5
-    pieces, dropped = session._prompt(session.turns[-1][0], 230 - 8)
-    assert len(engine.model.assemble(pieces, session.projected)) <= 230 - 8
-    assert dropped >= 1
-    session.reset()
-    assert session.turns == []
-
-
 def test_missing_modalities_still_run_and_are_reported(engine, prepared_clip):
     from dataclasses import replace
 

@@ -10,10 +10,9 @@ plain message (a bug as a generic one, logged without user content).
 from __future__ import annotations
 
 import logging
-import threading
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
@@ -21,10 +20,11 @@ import gradio as gr
 
 from ..analysis import Analysis, AnalysisOptions, Event
 from ..errors import EmotionLlamaError, PromptError
-from ..pipeline import ChatSession, Engine
+from ..pipeline import Engine
 from ..vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, TASKS
 from . import render
 from .forms import options_from_form
+from .sessions import ChatTicket, Conversation, ConversationStore
 from .uploads import UploadStore
 
 GENERIC_FAILURE = (
@@ -39,6 +39,7 @@ log = logging.getLogger("emotion_llama.app")
 class Demo:
     engine: Engine
     store: UploadStore
+    conversations: ConversationStore = field(default_factory=ConversationStore)
 
 
 @dataclass
@@ -48,8 +49,8 @@ class AnalysisView:
     label: Any = None
     answer: Any = ""
     attention: Any = None
-    overlay: Any = None
-    faces: Any = None
+    overlay: Any = ""
+    faces: Any = ""
     subtitle_used: Any = ""
     notes: Any = ""
     timings: Any = ""
@@ -70,8 +71,9 @@ class AnalysisView:
             label=render.probability_label(analysis.probabilities),
             answer=analysis.answer,
             attention=render.attention_table(analysis.modality_attention),
-            overlay=analysis.overlay(),
-            faces=render.face_strip(analysis.face_crops, analysis.peak_frame_index),
+            overlay=render.inline_image(analysis.overlay(), "where the answer looked in the frame"),
+            faces=render.inline_image(render.face_strip(analysis.face_crops, analysis.peak_frame_index),
+                                      "the face crops, the peak frame framed in orange"),
             subtitle_used=render.subtitle_markdown(analysis.subtitle, analysis.subtitle_source,
                                                    "subtitle" in options.leave_out, analysis.subtitle_note),
             notes=render.modalities_markdown(analysis.modalities_present, analysis.filled_modalities,
@@ -79,16 +81,6 @@ class AnalysisView:
             timings=render.timings_markdown(analysis.timings),
             result_json=analysis.to_json(),
         ))
-
-
-@dataclass
-class ChatState:
-    """One conversation about one clip with one set of settings; one turn at a time."""
-
-    key: tuple
-    session: ChatSession
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    messages: list[dict[str, str]] = field(default_factory=list)
 
 
 def user_facing(error: BaseException) -> gr.Error:
@@ -126,16 +118,21 @@ def analyze(demo: Demo, video, subtitle, task, question, label_set, custom_label
     with request(demo, video):
         options = options_from_form(task, question, label_set, custom_labels, temperature, max_new_tokens,
                                     frame_choice, leave_out, demo_parity)
-        stages = 0
         progress(0.0, desc="reading the clip")
-        for item in analysis_events(demo, video, subtitle, options):
-            if isinstance(item, Analysis):
-                yield AnalysisView.of(item, options)
-            elif item.kind == "stage":
-                stages += 1
-                progress(min(stages / 4, 0.95), desc=item.value)
-            else:
-                yield AnalysisView.only(answer=item.value)
+        with closing(analysis_events(demo, video, subtitle, options)) as events:  # a visitor who leaves stops it
+            yield from _analysis_outputs(events, options, progress)
+
+
+def _analysis_outputs(events, options: AnalysisOptions, progress) -> Iterator[tuple]:
+    stages = 0
+    for item in events:
+        if isinstance(item, Analysis):
+            yield AnalysisView.of(item, options)
+        elif item.kind == "stage":
+            stages += 1
+            progress(min(stages / 4, 0.95), desc=item.value)
+        else:
+            yield AnalysisView.only(answer=item.value)
 
 
 def analyze_api(demo: Demo, video, subtitle=None, task="emotion", question=None, label_set=DEFAULT_LABEL_SET,
@@ -152,33 +149,36 @@ def analyze_api(demo: Demo, video, subtitle=None, task="emotion", question=None,
 
 
 # -- Chat --------------------------------------------------------------------------------------
-def chat_state(demo: Demo, video: str | None, subtitle: str | None, options: AnalysisOptions,
-               state: ChatState | None) -> ChatState:
-    """The conversation of this clip and settings: reused if it exists, else encoded once."""
+def conversation_of(demo: Demo, video: str | None, subtitle: str | None, options: AnalysisOptions,
+                    ticket: ChatTicket | None) -> tuple[ChatTicket, Conversation]:
+    """The conversation of this clip and settings: the visitor's own if it is about them,
+    else a new one (the clip encoded once)."""
     if not video:
         raise PromptError(NO_CLIP)
     words = (subtitle or "").strip() or None
     key = (video, words, options.labels, options.leave_out, options.demo_parity, options.frame_choice)
-    if state is not None and state.key == key:
-        return state
-    return ChatState(key, demo.engine.chat(video, words, options))
+    if ticket is not None and ticket.key == key:
+        return ticket, demo.conversations.get(ticket)
+    demo.conversations.close(ticket)
+    ticket = demo.conversations.open(key, demo.engine.chat(video, words, options))
+    return ticket, demo.conversations.get(ticket)
 
 
-def chat_turn(demo: Demo, video, subtitle, message, task, options: AnalysisOptions, state: ChatState | None,
-              done=None) -> Iterator[tuple[str, ChatState]]:
-    """One turn, shared by the page and ``/chat``: the reply as it grows, and the state;
-    ``done(reply, state)`` runs before the next turn of this conversation may start."""
+def chat_turn(demo: Demo, video, subtitle, message, task, options: AnalysisOptions, ticket: ChatTicket | None,
+              done=None) -> Iterator[tuple[str, ChatTicket, Conversation]]:
+    """One turn, shared by the page and ``/chat``: the reply as it grows, the ticket and the
+    conversation; ``done(reply, conversation)`` runs before the next turn of it may start."""
     question = (message or "").strip()
     if task not in TASKS:
         raise PromptError(f"task must be one of {', '.join(TASKS)}")
     if task == "free" and not question:
         raise PromptError("type a question, or use one of the buttons")
-    state = chat_state(demo, video, subtitle, options, state)
-    with state.lock:
-        for reply in state.session.ask(question, task, options.generation):
-            yield reply, state
+    ticket, conversation = conversation_of(demo, video, subtitle, options, ticket)
+    with conversation.lock, closing(conversation.session.ask(question, task, options.generation)) as replies:
+        for reply in replies:
+            yield reply, ticket, conversation
         if done:
-            done(reply, state)
+            done(reply, conversation)
 
 
 def chat(demo: Demo, message, task, state, video, subtitle, label_set, custom_labels, temperature,
@@ -191,14 +191,15 @@ def chat(demo: Demo, message, task, state, video, subtitle, label_set, custom_la
         shown = (message or "").strip() if task == "free" else f"[{task}] {(message or '').strip()}".strip()
         box, history = "", []
 
-        def keep(reply: str, current: ChatState) -> None:
-            current.messages = [*history, {"role": "assistant", "content": reply}]
+        def keep(reply: str, conversation: Conversation) -> None:
+            conversation.messages = [*history, {"role": "assistant", "content": reply}]
 
-        for reply, current in chat_turn(demo, video, subtitle, message, task, options, state, keep):
-            if not history:  # read under the turn's lock: a queued turn never shows a stale transcript
-                history = [*current.messages, {"role": "user", "content": shown}]
-            yield box, [*history, {"role": "assistant", "content": reply}], current
-            box = gr.skip()
+        with closing(chat_turn(demo, video, subtitle, message, task, options, state, keep)) as turn:
+            for reply, ticket, conversation in turn:
+                if not history:  # read under the turn's lock: a queued turn never shows a stale transcript
+                    history = [*conversation.messages, {"role": "user", "content": shown}]
+                yield box, [*history, {"role": "assistant", "content": reply}], ticket
+                box = gr.skip()
 
 
 def chat_api(demo: Demo, video, subtitle=None, message=None, task="free", label_set=DEFAULT_LABEL_SET,
@@ -207,12 +208,11 @@ def chat_api(demo: Demo, video, subtitle=None, message=None, task="free", label_
     with request(demo, video):
         options = options_from_form("emotion", None, label_set, custom_labels, temperature, max_new_tokens,
                                     DEFAULT_FRAME, [], False)
-        yield from chat_turn(demo, video, subtitle, message, task, options, state)
+        for reply, ticket, _ in chat_turn(demo, video, subtitle, message, task, options, state):
+            yield reply, ticket
 
 
-def reset_chat(demo: Demo, state: ChatState | None):
-    if state is not None:
-        with state.lock:
-            state.session.reset()
-            state.messages = []
-    return [], state
+def reset_chat(demo: Demo, ticket: ChatTicket | None):
+    """Forget the conversation: the next turn opens a new one."""
+    demo.conversations.close(ticket)
+    return [], None

@@ -5,6 +5,8 @@ Plain Python that tests call without a browser; nothing here knows the model's i
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 
 from ..config import WeightSources
@@ -45,15 +47,22 @@ def engine_banner(info: dict[str, str]) -> str:
     )
 
 
-RESPONSIBLE_USE = """\
+_RESPONSIBLE_USE = """\
 **Responsible use.** A face and a voice show expressions, not feelings: the same smile can be
 joy, politeness or discomfort, and people and cultures express and read emotion differently.
 This model was trained on narrow data (acted and TV clips, mostly Chinese and English speakers;
 the tiny model only on synthetic clips), so its label is a guess with a probability, never a
 finding about a person. Do not use it to judge, screen or monitor anyone, and only analyse
-clips of people who have agreed to it. Clips are processed in memory and the uploaded file is
-deleted when the request finishes; nothing is stored or logged.
+clips of people who have agreed to it. The uploaded file is deleted when the request that uses it
+finishes (one never analysed, within {unused_upload_minutes} minutes); what was decoded from it stays only
+in this server's memory, for {ttl_minutes} minutes after its last use, so that a re-analysis or a chat turn
+needs no new upload. Pictures are sent inside the page, never stored as files. Nothing is logged.
 """
+
+
+def responsible_use(unused_upload_minutes: float, ttl_minutes: float) -> str:
+    """The page's note on use and on what happens to an upload, with the limits in force."""
+    return _RESPONSIBLE_USE.format(unused_upload_minutes=f"{unused_upload_minutes:g}", ttl_minutes=f"{ttl_minutes:g}")
 
 
 def probability_label(probabilities: dict[str, float]) -> dict[str, float]:
@@ -69,6 +78,22 @@ def attention_table(modality_attention: dict[str, float]):
     ranked = sorted(modality_attention.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99)
     rows = [(ATTENTION_NAMES.get(name, name), round(100 * share, 1)) for name, share in ranked]
     return pd.DataFrame(rows, columns=["modality", "attention %"])
+
+
+def inline_image(image: np.ndarray | None, alt: str, *, quality: int = 90) -> str:
+    """An RGB array as an HTML ``<img>`` whose bytes travel inside the page (a ``data:`` URL):
+    nothing of the visitor's clip is written to the server's disk or served by URL."""
+    import base64
+
+    import cv2
+
+    if image is None:
+        return ""
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        return ""
+    source = "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+    return f'<img src="{source}" alt="{html.escape(alt)}" style="max-width:100%;max-height:260px">'
 
 
 def face_strip(crops: np.ndarray | None, peak_index: int | None, size: int = 96) -> np.ndarray | None:

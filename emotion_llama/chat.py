@@ -1,0 +1,82 @@
+"""A conversation about one clip: the clip is encoded once, turns are kept up to a cap,
+and each prompt is built in one pass from turn lengths measured once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+
+import torch
+
+from . import limits
+from .analysis import AnalysisOptions
+from .prompts import Piece, answer_pieces, as_history, first_turn, later_turn, user_turn
+from .text_limits import check_prompt_length, check_text
+from .vocab import GREEDY, GenerationSettings
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One finished exchange as it stands in later prompts, and its length in tokens."""
+
+    user: list[Piece]
+    answer: str
+    history: list[Piece]
+    tokens: int
+
+
+class ChatSession:
+    """Multi-turn chat about one clip. It holds the clip's projected tokens (260 of them)
+    and the kept turns' text, nothing of the decoded clip. The first turn carries the clip
+    and is always kept; of the later ones, the newest ``max_turns - 1`` are kept, and a
+    prompt takes as many of them, newest first, as fit the context."""
+
+    def __init__(self, model, writer, subtitle: str | None, projected: dict[str, torch.Tensor],
+                 options: AnalysisOptions, max_turns: int | None = None):
+        self.model = model
+        self.writer = writer
+        self.subtitle = subtitle
+        self.projected = projected
+        self.options = options
+        self.max_turns = max_turns or limits.get("chat_turns")
+        self.turns: list[Turn] = []
+
+    def ask(self, question: str, task: str = "free", settings: GenerationSettings = GREEDY) -> Iterator[str]:
+        """Stream the reply to one user turn; the turn is kept once the reply is complete."""
+        check_text("question", question, self.model.tokenizer)
+        user = user_turn(task, subtitle=self.subtitle if not self.turns else None, question=question or None,
+                         labels=self.options.labels)
+        budget = settings.max_context_tokens - min(settings.max_new_tokens, settings.max_context_tokens // 2)
+        sequence = self.model.assemble(self.prompt(user, budget), self.projected)
+        answer = ""
+        with closing(self.writer.stream(sequence, settings)) as replies:
+            for answer in replies:
+                yield answer
+        self.keep(user, answer)
+
+    def prompt(self, user: list[Piece], budget: int) -> list[Piece]:
+        """The whole chat before ``user``'s turn, newest earlier turns first to fit ``budget`` tokens."""
+        if not self.turns:
+            return first_turn(user, demo_parity=self.options.demo_parity)
+        current = later_turn(user)
+        first, *later = self.turns
+        used = first.tokens + len(self.model.assemble(current, self.projected))
+        check_prompt_length("conversation", used, budget)
+        kept: list[Turn] = []
+        for turn in reversed(later):
+            if used + turn.tokens > budget:
+                break
+            kept.append(turn)
+            used += turn.tokens
+        return [*first.history, *(piece for turn in reversed(kept) for piece in turn.history), *current]
+
+    def keep(self, user: list[Piece], answer: str) -> None:
+        opening = first_turn(user, demo_parity=self.options.demo_parity) if not self.turns else later_turn(user)
+        history = as_history(opening) + answer_pieces(answer, kind="history", close=True)
+        self.turns.append(Turn(user, answer, history, len(self.model.assemble(history, self.projected))))
+        if len(self.turns) > self.max_turns:
+            del self.turns[1]  # the first turn holds the clip
+
+    def reset(self) -> None:
+        self.turns.clear()
