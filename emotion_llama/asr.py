@@ -86,8 +86,8 @@ def find_subtitle(
             None,
             "none",
             note=(
-                f"No subtitle: none was typed, and the Whisper '{settings.model}' model is not in "
-                f"{settings.root()} (set {WHISPER_DIR_ENV} to a folder holding it to transcribe speech)."
+                f"No subtitle: none was typed, and the Whisper '{settings.name}' model is not installed "
+                f"(set {WHISPER_DIR_ENV} to a folder holding it to transcribe speech)."
             ),
         )
     return transcribe(audio, checkpoint, settings.name)
@@ -153,7 +153,7 @@ def transcribe(audio: np.ndarray, checkpoint: Path, model_name: str) -> Subtitle
             None,
             "none",
             note=(
-                f"No subtitle: the Whisper checkpoint {checkpoint} could not be loaded "
+                f"No subtitle: the Whisper checkpoint '{checkpoint.name}' could not be loaded "
                 f"({type(error).__name__}); replace it with a fresh copy."
             ),
         )

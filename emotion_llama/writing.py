@@ -31,6 +31,9 @@ def redraft_settings(settings: GenerationSettings, draft: int) -> GenerationSett
                    seed=(settings.seed or 0) + draft)
 
 
+GENERATION_THREAD = "emotion-llama-generate"
+
+
 class Writer:
     """Generates answer text with one model; safe to share between threads."""
 
@@ -54,7 +57,7 @@ class Writer:
                 result["error"] = error
                 streamer.end()
 
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=work, name=GENERATION_THREAD, daemon=True)
         thread.start()
         text = ""
         try:
