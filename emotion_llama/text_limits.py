@@ -41,7 +41,8 @@ def check_label_list(text: str) -> None:
     if len(text) > allowed:
         raise TextTooLongError(
             f"the label list has {len(text):,} characters; at most {allowed:,} are accepted "
-            f"({get('max_labels')} labels of up to {get('max_label_chars')} characters); {ADVICE['label']}"
+            f"({get('max_labels')} labels of up to {get('max_label_chars')} characters: settings "
+            f"{SETTINGS['max_labels'].env} and {SETTINGS['max_label_chars'].env}); {ADVICE['label']}"
         )
 
 

@@ -344,3 +344,99 @@ def test_every_bad_or_odd_input_gets_a_result_or_a_readable_message(client, clip
     assert outcomes["zero_bytes.mp4"] == outcomes["text_renamed.mp4"] == outcomes["audio_only.mp4"] == "error"
     assert outcomes["face_no_audio.mp4"] == outcomes["no_face.mp4"] == outcomes["vp9.webm"] == "result"
     assert set(analyze(client, clips["still"])["probabilities"]) == set(MERR_LABELS)
+
+
+# -- a public demo: one concurrency budget, cancellation, hostile text (issue 13) ----------------
+MODEL_HANDLERS = {"analyze", "analyze_api", "chat", "chat_api"}
+
+
+def test_every_event_that_runs_the_model_shares_one_concurrency_budget(engine, gradio_temp):
+    import app
+
+    demo = app.build_demo(engine)
+    model_events = [fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") in MODEL_HANDLERS]
+    assert len(model_events) == 2 + 1 + 1 + len(app.TAGGED_TASKS) + 1  # Analyze, /analyze, Send, Enter, buttons, /chat
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in model_events} == {("model", app.CONCURRENCY)}
+    demo.close()
+
+
+def test_at_most_the_budget_of_requests_run_the_model_at_once_across_endpoints(engine, gradio_temp, clips,
+                                                                               monkeypatch):
+    import threading
+    import time
+    from contextlib import contextmanager
+
+    from gradio_client import Client, handle_file
+
+    import app
+    from emotion_llama.ui.uploads import UploadStore
+
+    running, peak, lock = [0], [0], threading.Lock()
+    real_using = UploadStore.using
+
+    @contextmanager
+    def counted(self, path):  # every handler runs inside ``UploadStore.using``
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.5)  # long enough for every admitted request to overlap
+            with real_using(self, path):
+                yield
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(UploadStore, "using", counted)
+    demo = app.build_demo(engine)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        video = handle_file(str(clips["face"]))
+        jobs = [client.submit(video=video, api_name="/analyze", **FAST) for _ in range(3)]
+        jobs += [client.submit(video=video, message="Why?", task="free", api_name="/chat", **FAST) for _ in range(3)]
+        for job in jobs:
+            job.result(timeout=300)
+    finally:
+        demo.close()
+    assert peak[0] == app.CONCURRENCY
+
+
+def test_closing_a_1500_token_chat_stream_frees_the_model_within_a_second(client, clips, engine, monkeypatch):
+    import time
+
+    from gradio_client import handle_file
+
+    from emotion_llama.ui import forms
+    from emotion_llama.vocab import GenerationSettings
+
+    # A reply that cannot end early: 1,500 tokens (more than the form offers), no end-of-answer before.
+    monkeypatch.setattr(forms, "generation_from_form", lambda temperature, tokens: GenerationSettings(
+        do_sample=False, max_new_tokens=1500, min_new_tokens=1500))
+    job = client.submit(video=handle_file(str(clips["face"])), message="Tell me everything.", task="free",
+                        max_new_tokens=1000, temperature=0.0, api_name="/chat")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.outputs(), f"the reply should have started streaming ({job.exception()})"
+    job.cancel()
+    closed = time.monotonic()
+    assert engine.model.lock.acquire(timeout=5)
+    freed = time.monotonic() - closed
+    engine.model.lock.release()
+    assert freed < 1.0, f"the model was busy {freed:.2f} s after the stream was closed"
+    assert len(job.outputs()[-1]) < 1000, "generation went on after the stream was closed"
+
+
+@pytest.mark.parametrize("field", ["subtitle", "question", "custom_labels"])
+def test_hostile_text_gets_a_readable_refusal(client, clips, field):
+    from gradio_client.exceptions import AppError
+
+    import app
+
+    words = " ".join(["surely"] * 2500)
+    values = {"subtitle": words, "question": words, "custom_labels": ", ".join([" ".join(["calm"] * 60)] * 32)}
+    extra = {"task": "free"} if field == "question" else {"label_set": "custom"} if field == "custom_labels" else {}
+    with pytest.raises(AppError) as refused:
+        analyze(client, clips["face"], **{field: values[field]}, **extra)
+    assert "EMOTION_LLAMA_MAX_" in str(refused.value) and str(refused.value) != app.GENERIC_FAILURE
