@@ -132,8 +132,10 @@ def analysis_tab() -> dict[str, gr.components.Component]:
                                       label="Share of the answer's attention per input", y_lim=[0, 100],
                                       height=240, x_label_angle=-30, sort=list(render.ATTENTION_NAMES.values()))
         # Pictures travel inside the page (data: URLs), so none is written to Gradio's cache.
-        out["overlay"] = gr.HTML(label="Where the answer looked in the frame", elem_id="overlay", show_label=True)
-    out["faces"] = gr.HTML(label="Face crops (the peak frame is framed in orange)", elem_id="faces", show_label=True)
+        out["overlay"] = gr.HTML(label="Where the answer looked in the frame", elem_id="overlay", show_label=True,
+                                 container=True)
+    out["faces"] = gr.HTML(label="Face crops (the peak frame is framed in orange)", elem_id="faces", show_label=True,
+                               container=True)
     out["subtitle_used"] = gr.Markdown(elem_id="subtitle-used")
     out["notes"] = gr.Markdown(elem_id="notes")
     with gr.Accordion("Time per stage and full result (JSON)", open=False):

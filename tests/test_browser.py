@@ -37,7 +37,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
+def gradio_temp(tmp_path_factory):
+    """Gradio's temporary folder for this module's server, so the test can list what it keeps."""
+    folder = tmp_path_factory.mktemp("gradio_temp")
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def url(gradio_temp):
     sys.path.insert(0, str(ROOT))
     import app
     from emotion_llama.pipeline import load_engine
@@ -193,3 +206,30 @@ def test_a_webcam_recording_is_analysed(page, screenshots):
     wait_for_result(page, "#probabilities [data-testid=label-output-value]")
     assert "Inputs used" in page.locator("#notes").inner_text()
     page.screenshot(path=str(screenshots / "webcam.png"), full_page=True)
+
+
+def test_nothing_of_a_visitor_is_left_on_the_server(page, gradio_temp, tmp_path, screenshots):
+    """After a visitor's analysis and chat turn (and the webcam recording above), the server's
+    temporary folder holds no copy of their clip and no picture made from it."""
+    import hashlib
+
+    from media_factory import expressive_face, make_face_clip
+
+    clip = make_face_clip(tmp_path / "visitor.mp4", expressive_face(0.5, 1.5), seconds=2.0, fps=10)
+    page.reload()  # a new visitor, with the upload source selected again
+    page.wait_for_selector("#analyze-button")
+    page.locator("#video-input input[type=file]").set_input_files(str(clip))
+    page.wait_for_selector("#video-input video")
+    page.locator("#analyze-button").click()
+    wait_for_result(page, "#overlay img")
+    assert page.locator("#overlay img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert page.locator("#faces img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#ask-emotion").click()
+    wait_for_result(page, "#chatbot [data-testid=bot]")
+    page.screenshot(path=str(screenshots / "visitor.png"), full_page=True)
+
+    digest = hashlib.sha256(clip.read_bytes()).hexdigest()
+    left = [path for path in gradio_temp.rglob("*") if path.is_file()]
+    assert [p for p in left if hashlib.sha256(p.read_bytes()).hexdigest() == digest] == []
+    assert [p for p in left if p.suffix.lower() in {".webm", ".png", ".jpg", ".jpeg", ".webp"}] == []

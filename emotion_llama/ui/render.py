@@ -93,7 +93,7 @@ def inline_image(image: np.ndarray | None, alt: str, *, quality: int = 90) -> st
     if not ok:
         return ""
     source = "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
-    return f'<img src="{source}" alt="{html.escape(alt)}" style="max-width:100%;max-height:260px">'
+    return f'<img src="{source}" alt="{html.escape(alt)}" style="max-width:100%;max-height:260px;margin-top:26px">'
 
 
 def face_strip(crops: np.ndarray | None, peak_index: int | None, size: int = 96) -> np.ndarray | None:
