@@ -8,6 +8,7 @@ seconds is closed by ``sweep``; a visitor who comes back to a closed one is told
 
 from __future__ import annotations
 
+import ctypes
 import secrets
 import threading
 import time
@@ -111,3 +112,13 @@ class Janitor:
         while not self._stopped.wait(self.every):
             for sweep in self.sweeps:
                 sweep()
+            give_back_freed_memory()
+
+
+def give_back_freed_memory() -> None:
+    """glibc keeps the pages of freed clips in the heap; hand them back to the system, so the
+    server's memory falls once idle visitors are forgotten (a no-op without glibc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
