@@ -194,3 +194,23 @@ def test_result_pictures_travel_inside_the_page(engine, tmp_path):
     for picture in (view.overlay, view.faces):
         assert re.fullmatch(r'<img src="data:image/jpeg;base64,[A-Za-z0-9+/=]{1000,}" alt="[^"]+" style="[^"]+">',
                             picture)
+
+
+def test_a_visitor_whose_conversation_was_closed_is_told_so_and_reset_starts_anew(engine, tmp_path):
+    from emotion_llama.ui import handlers
+    from emotion_llama.ui.sessions import ConversationStore
+    from emotion_llama.ui.uploads import UploadStore
+
+    clock = FakeClock()
+    demo = handlers.Demo(engine, UploadStore(tmp_path / "uploads"), ConversationStore(capacity=4, ttl=600,
+                                                                                      clock=clock))
+    ask = ["", "emotion"]
+    form = [str(EXAMPLE), "", "merr", "", 0.0, 4, "peak", [], False]
+    ticket = list(handlers.chat(demo, *ask, None, *form))[-1][2]
+    assert list(handlers.chat(demo, *ask, ticket, *form))[-1][2] == ticket  # the same conversation goes on
+    clock.now = 601
+    with pytest.raises(Exception, match="conversation was closed.*10 minutes without a message.*Press Reset"):
+        list(handlers.chat(demo, *ask, ticket, *form))
+    assert handlers.reset_chat(demo, ticket) == ([], None)
+    transcript = list(handlers.chat(demo, *ask, None, *form))[-1][1]
+    assert [message["role"] for message in transcript] == ["user", "assistant"]
