@@ -50,7 +50,7 @@ MAX_UPLOAD_MB = limits.get("max_upload_mb")
 CONCURRENCY = limits.get("concurrency")
 MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": CONCURRENCY}
 MAX_SECONDS = limits.get("max_seconds")
-SWEEP_S = 60  # how often unused uploads, conversations and decoded clips are looked at
+SWEEP_S = 60  # how often unused uploads, conversations and decoded clips are looked at (at most)
 __all__ = ["GENERIC_FAILURE", "build_demo", "launch", "main"]
 log = logging.getLogger("emotion_llama.app")
 
@@ -65,7 +65,8 @@ def bind(handler, demo: Demo, on_gpu: bool = True):
 def build_demo(engine: Engine) -> gr.Blocks:
     state = Demo(engine, UploadStore(gr.utils.get_upload_folder(), keep=[EXAMPLES_DIR / e["clip"] for e in EXAMPLES]))
     unused_upload_s = limits.get("unused_upload_s")
-    with gr.Blocks(title="Emotion-LLaMA", delete_cache=(SWEEP_S, int(unused_upload_s))) as page:
+    sweep_s = max(1, int(min(SWEEP_S, unused_upload_s, state.conversations.ttl)))
+    with gr.Blocks(title="Emotion-LLaMA", delete_cache=(sweep_s, int(unused_upload_s))) as page:
         gr.Markdown("# Emotion-LLaMA: emotion recognition and reasoning from video")
         gr.Markdown(render.engine_banner(engine.info), elem_id="engine-banner")
         with gr.Row():
@@ -81,11 +82,11 @@ def build_demo(engine: Engine) -> gr.Blocks:
             inputs=[form["video"], form["subtitle"], form["task"], form["question"]],
             label="Examples (synthetic clips made for this demo: drawn faces, synthesised voices)",
         )
-        gr.Markdown(render.responsible_use((unused_upload_s + SWEEP_S) / 60, state.conversations.ttl / 60),
+        gr.Markdown(render.responsible_use(unused_upload_s + sweep_s, state.conversations.ttl),
                     elem_id="responsible-use")
         wire(state, form, outputs, chat, api_inputs())
     page.queue(default_concurrency_limit=CONCURRENCY, max_size=limits.get("queue_size"))
-    Janitor([state.conversations.sweep, engine.cache.sweep], every=SWEEP_S).start()
+    Janitor([state.conversations.sweep, engine.cache.sweep], every=sweep_s).start()
     return page
 
 

@@ -440,3 +440,28 @@ def test_hostile_text_gets_a_readable_refusal(client, clips, field):
     with pytest.raises(AppError) as refused:
         analyze(client, clips["face"], **{field: values[field]}, **extra)
     assert "EMOTION_LLAMA_MAX_" in str(refused.value) and str(refused.value) != app.GENERIC_FAILURE
+
+
+def test_an_upload_no_request_uses_is_deleted_after_the_stated_time(engine, gradio_temp, clips, monkeypatch):
+    import time
+
+    import app
+
+    monkeypatch.setenv("EMOTION_LLAMA_UNUSED_UPLOAD", "2")
+    demo = app.build_demo(engine)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    try:
+        note = next(block.value for block in demo.blocks.values() if block.elem_id == "responsible-use")
+        assert "within 4 seconds" in note and "for 15 minutes after its last use" in note
+        with clips["still"].open("rb") as handle:
+            response = httpx.post(f"{url}gradio_api/upload", files={"files": ("never_used.mp4", handle, "video/mp4")})
+        started = time.monotonic()
+        uploaded = Path(response.json()[0])
+        assert uploaded.is_file()
+        deadline = time.monotonic() + 10
+        while uploaded.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not uploaded.exists(), "an upload no request used outlived the time the page states"
+        assert time.monotonic() - started <= 4 + 1.5  # the promise, and slack for a busy machine
+    finally:
+        demo.close()

@@ -54,15 +54,19 @@ This model was trained on narrow data (acted and TV clips, mostly Chinese and En
 the tiny model only on synthetic clips), so its label is a guess with a probability, never a
 finding about a person. Do not use it to judge, screen or monitor anyone, and only analyse
 clips of people who have agreed to it. The uploaded file is deleted when the request that uses it
-finishes (one never analysed, within {unused_upload_minutes} minutes); what was decoded from it stays only
-in this server's memory, for {ttl_minutes} minutes after its last use, so that a re-analysis or a chat turn
+finishes (one never analysed, within {unused_upload}); what was decoded from it stays only
+in this server's memory, for {ttl} after its last use, so that a re-analysis or a chat turn
 needs no new upload. Pictures are sent inside the page, never stored as files. Nothing is logged.
 """
 
 
-def responsible_use(unused_upload_minutes: float, ttl_minutes: float) -> str:
+def responsible_use(unused_upload_s: float, ttl_s: float) -> str:
     """The page's note on use and on what happens to an upload, with the limits in force."""
-    return _RESPONSIBLE_USE.format(unused_upload_minutes=f"{unused_upload_minutes:g}", ttl_minutes=f"{ttl_minutes:g}")
+    return _RESPONSIBLE_USE.format(unused_upload=duration_in_words(unused_upload_s), ttl=duration_in_words(ttl_s))
+
+
+def duration_in_words(seconds: float) -> str:
+    return f"{seconds:g} seconds" if seconds < 120 else f"{seconds / 60:g} minutes"
 
 
 def probability_label(probabilities: dict[str, float]) -> dict[str, float]:
