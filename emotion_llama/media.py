@@ -556,8 +556,8 @@ def _stream_start(stream: av.stream.Stream, origin: float) -> float | None:
 
 def _late_sound_note(start: float, window: tuple[float, float]) -> str:
     return (
-        f"The sound starts at {_seconds(start)}, after the analysed part of the clip ({_seconds(window[0])} "
-        f"to {_seconds(window[1])}), so the voice was not analysed."
+        f"The sound starts at {_seconds(start)}, after the analysed part of the clip (the first "
+        f"{_seconds(window[1])}), so the voice was not analysed."
     )
 
 
