@@ -314,8 +314,8 @@ class _Deadline:
     def check(self) -> None:
         if time.monotonic() > self.expires:
             raise UnreadableFileError(
-                f"'{self.path.name}' took more than {self.budget_s:g} s to read, so it is probably "
-                "damaged; convert it to MP4 (H.264) and upload it again."
+                f"'{self.path.name}' took more than {self.budget_s:g} s to read ({_env('decode_seconds')}), so "
+                "it is probably damaged; convert it to MP4 (H.264) and upload it again."
             )
 
 
