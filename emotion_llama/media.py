@@ -4,6 +4,12 @@ Everything happens in memory with PyAV. However long or large the upload, only t
 analysed window (the first ``max_seconds``) is read, and only the sampled frames are
 converted to pixels, downscaled so their long side is at most ``max_frame_side``.
 Each problem a user can cause becomes a typed ``MediaError`` with a one-line message.
+
+What a clip may cost is bounded from its container's headers before any frame is
+decoded (``limits.py``): pixels per frame, number of streams, a fixed number of decoder
+threads, and a time budget. No declared duration or timestamp makes it read more than
+the window: the keyframe scan and the sampler stop at a frame budget, and sound that
+starts after the window counts as no sound.
 """
 
 from __future__ import annotations
@@ -12,20 +18,23 @@ import bisect
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
 import numpy as np
 
+from emotion_llama import limits as settings
 from emotion_llama.clip import SAMPLE_RATE
 from emotion_llama.errors import (
     ClipTooLargeError,
     ClipTooShortError,
+    MediaLimitError,
     NotAVideoError,
     NoVideoStreamError,
     UnreadableFileError,
@@ -33,6 +42,9 @@ from emotion_llama.errors import (
 )
 
 UPLOAD_ADVICE = "upload a video file such as MP4 (H.264), MOV, WebM, MKV or AVI"
+# Frames a second any real clip may hold (phones film slow motion at 240): more frames
+# than this in the window means broken timestamps, and decoding stops there.
+MAX_FRAME_RATE = 240
 
 # PyAV opens single images through these demuxers; they hold a picture, not a clip.
 _IMAGE_FORMATS = {"image2", "apng"}
@@ -47,15 +59,31 @@ _VIDEO_SIGNATURES = (b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"FLV", b"\x00\x00\x
 _MP4_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 
 
+def _setting(name: str, convert: Callable[[float], float | int] = float, scale: float = 1) -> Any:
+    """A dataclass field whose default is the limit ``name``, read when the object is made."""
+    return field(default_factory=lambda: convert(settings.get(name) * scale))
+
+
 @dataclass(frozen=True)
 class MediaLimits:
-    """What the decoder accepts and how much of a clip it reads."""
+    """What the decoder accepts and how much of a clip it reads.
 
-    max_bytes: int = 200 * 1024 * 1024
-    max_seconds: float = 30.0
+    Defaults are the settings of ``limits.py`` (environment variables) at construction.
+    """
+
+    max_bytes: int = _setting("max_upload_mb", int, scale=2**20)
+    max_seconds: float = _setting("max_seconds")
     min_seconds: float = 0.3
     max_frame_side: int = 720
-    time_budget_s: float = 120.0  # a damaged file must fail, not hang a worker
+    max_frame_pixels: int = _setting("max_frame_pixels", int)
+    max_streams: int = _setting("max_streams", int)
+    decoder_threads: int = _setting("decoder_threads", int)
+    time_budget_s: float = _setting("decode_seconds")  # a damaged file must fail, not hang a worker
+
+    @property
+    def frame_budget(self) -> int:
+        """Most video packets scanned, and frames decoded, for one window."""
+        return math.ceil((self.max_seconds + 1.0) * MAX_FRAME_RATE)
 
 
 @dataclass
@@ -84,12 +112,13 @@ def decode_clip(
     path = Path(path)
     _check_file(path, limits)
     deadline = _Deadline(path, limits.time_budget_s)
-    with _open(path) as container:
-        video = _video_stream(path, container)
+    with _open(path, limits) as container:
+        _check_stream_count(path, container, limits)
+        video = _video_stream(path, container, limits)
         video_codec = video.codec_context.name
         origin = _container_start(container)
-        index = _KeyframeIndex.scan(container, video, origin, limits.max_seconds, deadline)
-        duration = _duration(container, video, index, origin)
+        index = _KeyframeIndex.scan(container, video, origin, limits, deadline)
+        duration = _duration(container, video, index, origin, limits.max_seconds)
     if duration < limits.min_seconds:
         raise ClipTooShortError(
             f"'{path.name}' is only {duration:.2f} s long; upload a clip of at least "
@@ -102,11 +131,13 @@ def decode_clip(
             f"The clip is {_seconds_in_words(duration)} long; only its first {limits.max_seconds:g} s were analysed."
         )
     times = [window[0] + min(max(p, 0.0), 1.0) * (window[1] - window[0]) for p in positions]
-    with _open(path) as container:
-        sampler = _FrameSampler(path, container, _video_stream(path, container), origin, index, limits, deadline)
+    with _open(path, limits) as container:
+        sampler = _FrameSampler(
+            path, container, _video_stream(path, container, limits), origin, index, limits, deadline
+        )
         frames, frame_times = sampler.sample(times)
     warnings.extend(sampler.warnings(window))
-    audio, audio_warning = _read_audio(path, origin, window, deadline)
+    audio, audio_warning = _read_audio(path, origin, window, limits, deadline)
     if audio_warning:
         warnings.append(audio_warning)
     return DecodedClip(
@@ -135,7 +166,8 @@ def _check_file(path: Path, limits: MediaLimits) -> None:
     if size > limits.max_bytes:
         raise ClipTooLargeError(
             f"'{path.name}' is {size / 2**20:.0f} MB, over the {limits.max_bytes / 2**20:.0f} MB "
-            "limit; upload a shorter or smaller clip (a few seconds around the moment that matters)."
+            f"limit ({_env('max_upload_mb')}); upload a shorter or smaller clip (a few seconds around the "
+            "moment that matters)."
         )
     what = _non_video_content(path)
     if what:
@@ -167,10 +199,11 @@ def _looks_like_video_container(path: Path) -> bool:
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[av.container.InputContainer]:
+def _open(path: Path, limits: MediaLimits) -> Iterator[av.container.InputContainer]:
     """``av.open`` with its failures turned into messages a person can act on."""
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        # max_pixels: probing the streams must not decode a frame over the limit either.
+        container = av.open(str(path), metadata_errors="ignore", options=_decoder_options(limits))
     except PermissionError as error:
         raise UnreadableFileError(
             f"'{path.name}' could not be opened (permission denied); upload a copy of it."
@@ -188,7 +221,38 @@ def _open(path: Path) -> Iterator[av.container.InputContainer]:
         container.close()
 
 
-def _video_stream(path: Path, container: av.container.InputContainer) -> av.VideoStream:
+def _decoder_options(limits: MediaLimits) -> dict[str, str]:
+    """FFmpeg refuses to allocate a frame over ``max_pixels``: a backstop for frames that grow
+    mid-stream. Twice the limit, as decoders count rows padded to their alignment."""
+    return {"max_pixels": str(2 * limits.max_frame_pixels)}
+
+
+def _env(name: str) -> str:
+    return settings.SETTINGS[name].env
+
+
+def _check_stream_count(path: Path, container: av.container.InputContainer, limits: MediaLimits) -> None:
+    count = len(container.streams)
+    if count > limits.max_streams:
+        raise MediaLimitError(
+            f"'{path.name}' holds {count} tracks (video, sound, subtitles); this demo accepts at most "
+            f"{limits.max_streams} ({_env('max_streams')}); export it with one video and one sound track "
+            "and upload again."
+        )
+
+
+def _check_frame_size(path: Path, video: av.VideoStream, limits: MediaLimits) -> None:
+    """Refuse frames over the pixel limit from the stream's header, before decoding one."""
+    width, height = video.codec_context.width, video.codec_context.height
+    if width * height > limits.max_frame_pixels:
+        raise MediaLimitError(
+            f"'{path.name}' has {width}x{height} frames ({width * height / 1e6:.0f} megapixels); this demo "
+            f"accepts at most {limits.max_frame_pixels / 1e6:.1f} megapixels per frame "
+            f"({_env('max_frame_pixels')}); export it at 1080p or smaller and upload again."
+        )
+
+
+def _video_stream(path: Path, container: av.container.InputContainer, limits: MediaLimits) -> av.VideoStream:
     if container.format.name in _IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         raise NotAVideoError(f"'{path.name}' is a still image, not a video; {UPLOAD_ADVICE}.")
     cover_art = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
@@ -207,7 +271,11 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> av.Vide
             f"'{path.name}' uses a video codec this app cannot decode; convert it to MP4 with H.264 "
             "video (most editors and phones can export that)."
         )
+    _check_frame_size(path, video, limits)
+    # A fixed thread count: one per host CPU would multiply memory on a big server.
     video.thread_type = "AUTO"
+    video.codec_context.thread_count = limits.decoder_threads
+    video.codec_context.options = {**video.codec_context.options, **_decoder_options(limits)}
     return video
 
 
@@ -217,14 +285,23 @@ def _container_start(container: av.container.InputContainer) -> float:
 
 
 def _duration(
-    container: av.container.InputContainer, video: av.VideoStream, index: _KeyframeIndex, origin: float
+    container: av.container.InputContainer,
+    video: av.VideoStream,
+    index: _KeyframeIndex,
+    origin: float,
+    max_seconds: float,
 ) -> float:
     """Duration the file declares, or what the packets show when it declares none."""
     if video.duration is not None and video.time_base is not None and video.duration > 0:
         stream_start = float(video.start_time * video.time_base) if video.start_time else origin
         return stream_start - origin + float(video.duration * video.time_base)
     if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
+        declared = container.duration / av.time_base
+        # Another track can stretch the container (sound said to start hours in) although
+        # the picture ended inside the window: the picture's own end is the clip's.
+        if declared > max_seconds and index.reached_end:
+            return index.end_time
+        return declared
     return index.end_time
 
 
@@ -237,8 +314,8 @@ class _Deadline:
     def check(self) -> None:
         if time.monotonic() > self.expires:
             raise UnreadableFileError(
-                f"'{self.path.name}' took more than {self.budget_s:g} s to read, so it is probably "
-                "damaged; convert it to MP4 (H.264) and upload it again."
+                f"'{self.path.name}' took more than {self.budget_s:g} s to read ({_env('decode_seconds')}), so "
+                "it is probably damaged; convert it to MP4 (H.264) and upload it again."
             )
 
 
@@ -258,6 +335,7 @@ class _KeyframeIndex:
 
     keyframes: list[tuple[float, int]]  # (seconds from the clip start, pts in stream units)
     end_time: float  # end of the last packet read, seconds from the clip start
+    reached_end: bool  # every packet of the stream was read (it ends inside the window)
 
     @classmethod
     def scan(
@@ -265,19 +343,22 @@ class _KeyframeIndex:
         container: av.container.InputContainer,
         video: av.VideoStream,
         origin: float,
-        max_seconds: float,
+        limits: MediaLimits,
         deadline: _Deadline,
     ) -> _KeyframeIndex:
         _read_only(container, video)
         keyframes: list[tuple[float, int]] = []
         end_time = 0.0
+        reached_end = False
         packets = container.demux(video)
-        while True:
+        # Packets without timestamps, or stuck ones, must not make the scan read the whole file.
+        for _ in range(limits.frame_budget):
             deadline.check()
             try:
                 packet = next(packets)
             except (StopIteration, av.error.FFmpegError):
-                break  # a damaged tail is handled when the frames are decoded
+                reached_end = True  # a damaged tail is handled when the frames are decoded
+                break
             timestamp = packet.pts if packet.pts is not None else packet.dts
             if timestamp is None or packet.time_base is None:
                 continue
@@ -286,10 +367,10 @@ class _KeyframeIndex:
             if packet.is_keyframe:
                 keyframes.append((start, timestamp))
             # One second past the window covers frames that arrive out of order.
-            if start > max_seconds + 1.0:
+            if start > limits.max_seconds + 1.0:
                 break
         keyframes.sort()
-        return cls(keyframes, end_time)
+        return cls(keyframes, end_time, reached_end)
 
     def keyframe_before(self, seconds: float) -> tuple[float, int] | None:
         position = bisect.bisect_right(self.keyframes, (seconds, math.inf)) - 1
@@ -323,7 +404,8 @@ class _FrameSampler:
         self.rotation = 0
         self.sample_aspect = video.codec_context.sample_aspect_ratio or Fraction(1)
         self.damaged_packets = 0
-        self.exhausted = False  # no frame left to decode
+        self.frames_decoded = 0
+        self.exhausted = False  # no frame left to decode, or the frame budget spent
         self.last_time: float | None = None
         self._frames: Iterator[av.VideoFrame] | None = None
         self._lookahead: tuple[float, av.VideoFrame] | None = None
@@ -351,7 +433,13 @@ class _FrameSampler:
 
     def warnings(self, window: tuple[float, float]) -> list[str]:
         notes = []
-        if self.exhausted and self.last_time is not None and self.last_time < window[1] - 0.5:
+        if self.frames_decoded >= self.limits.frame_budget:
+            notes.append(
+                f"'{self.path.name}' gave more than {self.limits.frame_budget:,} frames for its first "
+                f"{self.limits.max_seconds:g} s, more than a real video holds (its timestamps may be broken); "
+                "only those frames were used."
+            )
+        elif self.exhausted and self.last_time is not None and self.last_time < window[1] - 0.5:
             notes.append(
                 f"The picture stops at {self.last_time:.1f} s although '{self.path.name}' says it lasts "
                 f"{window[1]:.1f} s; the file may be cut short, so only the part before was analysed."
@@ -401,10 +489,12 @@ class _FrameSampler:
 
     def _next_frame(self) -> tuple[float, av.VideoFrame] | None:
         assert self._frames is not None
-        frame = next(self._frames, None)
+        # Stuck or missing timestamps must not make the sampler decode the whole file.
+        frame = next(self._frames, None) if self.frames_decoded < self.limits.frame_budget else None
         if frame is None:
             self.exhausted = True
             return None
+        self.frames_decoded += 1
         if frame.time is not None:
             frame_time = frame.time - self.origin
         else:  # no timestamp: count on from the previous frame at the nominal rate
@@ -430,10 +520,10 @@ TRAILING_SILENCE_MAX = 0.5  # seconds of missing sound at the end that are fille
 
 
 def _read_audio(
-    path: Path, origin: float, window: tuple[float, float], deadline: _Deadline
+    path: Path, origin: float, window: tuple[float, float], limits: MediaLimits, deadline: _Deadline
 ) -> tuple[np.ndarray | None, str | None]:
     """16 kHz mono float32 covering the window, or None and a note saying why not."""
-    with _open(path) as container:
+    with _open(path, limits) as container:
         if not container.streams.audio:
             return None, "The clip has no sound track, so the voice could not be analysed."
         stream = container.streams.audio[0]
@@ -443,45 +533,84 @@ def _read_audio(
                 "The sound track uses a codec this app cannot decode, so the voice was not "
                 "analysed; export the clip with AAC sound."
             )
-        resampler = _MonoResampler()
-        chunks: list[np.ndarray] = []
-        first_time: float | None = None  # when the sound starts, from its first frame
-        max_samples = int((window[1] + 1.0) * SAMPLE_RATE)
-        collected = 0
-        packets = container.demux(stream)
-        while collected < max_samples:
-            deadline.check()
-            try:
-                packet = next(packets)
-            except (StopIteration, av.error.FFmpegError):
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                continue  # a damaged packet is a moment of silence, not a failed clip
-            for frame in frames:
-                if first_time is None:
-                    first_time = frame.time - origin if frame.time is not None else 0.0
-                for chunk in resampler.push(frame):
-                    chunks.append(chunk)
-                    collected += chunk.size
-        chunks.extend(resampler.flush())
+        declared_start = _stream_start(stream, origin)
+        if declared_start is not None and declared_start >= window[1]:
+            return None, _late_sound_note(declared_start, window)
+        chunks, first_time = _decode_sound(container, stream, origin, window, deadline)
+    if first_time is not None and first_time >= window[1]:
+        return None, _late_sound_note(first_time, window)
     if not chunks:
         return None, "The sound track holds no audio, so the voice could not be analysed."
-    samples = np.concatenate(chunks).astype(np.float32, copy=False)
-    start = first_time or 0.0
-    if start > window[0]:  # sound starting late: leading silence keeps sample i at time i / rate
-        samples = np.concatenate([np.zeros(round((start - window[0]) * SAMPLE_RATE), np.float32), samples])
+    samples = _fit_to_window(np.concatenate(chunks).astype(np.float32, copy=False), first_time or 0.0, window)
+    if samples.size == 0:
+        return None, "The sound track holds no sound in the analysed part of the clip, so the voice was not analysed."
+    return samples, None
+
+
+def _stream_start(stream: av.stream.Stream, origin: float) -> float | None:
+    """Seconds from the clip start at which the header says ``stream`` starts."""
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return float(stream.start_time * stream.time_base) - origin
+
+
+def _late_sound_note(start: float, window: tuple[float, float]) -> str:
+    return (
+        f"The sound starts at {_seconds(start)}, after the analysed part of the clip (the first "
+        f"{_seconds(window[1])}), so the voice was not analysed."
+    )
+
+
+def _decode_sound(
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    origin: float,
+    window: tuple[float, float],
+    deadline: _Deadline,
+) -> tuple[list[np.ndarray], float | None]:
+    """Mono chunks from the track's start, at most the window and a second, and when they start."""
+    resampler = _MonoResampler()
+    chunks: list[np.ndarray] = []
+    first_time: float | None = None  # when the sound starts, from its first frame
+    max_samples = int((window[1] - window[0] + 1.0) * SAMPLE_RATE)
+    collected = 0
+    packets = container.demux(stream)
+    while collected < max_samples:
+        deadline.check()
+        try:
+            packet = next(packets)
+        except (StopIteration, av.error.FFmpegError):
+            break
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            continue  # a damaged packet is a moment of silence, not a failed clip
+        for frame in frames:
+            if first_time is None:
+                first_time = frame.time - origin if frame.time is not None else 0.0
+                if first_time >= window[1]:  # the header did not say so: stop before decoding more
+                    return [], first_time
+            for chunk in resampler.push(frame):
+                chunks.append(chunk)
+                collected += chunk.size
+    return chunks + resampler.flush(), first_time
+
+
+def _fit_to_window(samples: np.ndarray, start: float, window: tuple[float, float]) -> np.ndarray:
+    """Sound that starts at ``start`` placed on the window: sample i at time window[0] + i / rate."""
+    window_samples = round((window[1] - window[0]) * SAMPLE_RATE)
+    if start > window[0]:  # sound starting late: leading silence, never longer than the window
+        lead = min(round((start - window[0]) * SAMPLE_RATE), window_samples)
+        samples = np.concatenate([np.zeros(lead, np.float32), samples[: window_samples - lead]])
     else:
         samples = samples[round((window[0] - start) * SAMPLE_RATE) :]
-    window_samples = round((window[1] - window[0]) * SAMPLE_RATE)
     samples = samples[:window_samples]
     gap = window_samples - samples.size
     if 0 < gap <= TRAILING_SILENCE_MAX * SAMPLE_RATE:
         # An AAC track often ends a few frames before the picture: trailing silence makes the
         # audio span the window, as an editor exporting the clip would. Longer gaps are kept.
         samples = np.concatenate([samples, np.zeros(gap, np.float32)])
-    return samples, None
+    return samples
 
 
 class _MonoResampler:
@@ -508,6 +637,13 @@ class _MonoResampler:
         if self._resampler is None:
             return []
         return [piece.to_ndarray().reshape(-1) for piece in self._resampler.resample(None)]
+
+
+def _seconds(seconds: float) -> str:
+    """'10,000,000 s', '2.3 s', '2 s'."""
+    if abs(seconds) >= 100:
+        return f"{seconds:,.0f} s"
+    return f"{seconds:.1f}".rstrip("0").rstrip(".") + " s"
 
 
 def _seconds_in_words(seconds: float) -> str:

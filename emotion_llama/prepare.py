@@ -36,10 +36,12 @@ class PrepareOptions:
 
     ``frame_choice`` picks the frame for the global encoder: "peak" (strongest
     expression), "middle" of the analysed window, or "first" (as the reference demo).
+    ``max_seconds`` and ``max_bytes`` default to the settings of ``limits.py``
+    (``EMOTION_LLAMA_MAX_SECONDS``, ``EMOTION_LLAMA_MAX_UPLOAD_MB``), read when the options are made.
     """
 
-    max_seconds: float = 30.0
-    max_bytes: int = 200 * 1024 * 1024
+    max_seconds: float = field(default_factory=lambda: MediaLimits().max_seconds)
+    max_bytes: int = field(default_factory=lambda: MediaLimits().max_bytes)
     n_local_frames: int = 8
     n_temporal_frames: int = 16
     crop_size: int = 224

@@ -217,6 +217,44 @@ def make_png(path: Path) -> Path:
     return path
 
 
+# --- hostile clips: tiny files whose headers declare a huge cost ----------------------
+
+
+def make_late_audio_clip(path: Path, audio_start: float, *, seconds: float = 2.0) -> Path:
+    """A normal short clip (MKV) whose sound track says it starts ``audio_start`` s in."""
+    run_ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25:duration={seconds}",
+        "-itsoffset", str(audio_start), "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+        *H264, "-c:a", "aac", str(path),
+    )  # fmt: skip
+    return path
+
+
+def make_huge_frame_clip(path: Path, side: int = 8192, frames: int = 4) -> Path:
+    """A few plain grey ``side`` x ``side`` H.264 frames, 0.2 s apart: about 200 KB at 8192."""
+    run_ffmpeg(
+        "-f", "lavfi", "-i", f"color=c=gray:size={side}x{side}:rate=5", "-frames:v", str(frames), *H264, str(path),
+    )  # fmt: skip
+    return path
+
+
+def make_many_streams_clip(path: Path, audio_streams: int = 40) -> Path:
+    """A short clip carrying ``audio_streams`` copies of one quiet sound track."""
+    maps = [arg for _ in range(audio_streams) for arg in ("-map", "1:a")]
+    run_ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=1:sample_rate=8000",
+        "-map", "0:v", *maps, *H264, "-c:a", "aac", "-b:a", "16k", str(path),
+    )  # fmt: skip
+    return path
+
+
+def make_dense_frames_clip(path: Path) -> Path:
+    """1,000 frames a second for 1.5 s in one keyframe interval: denser than any real video."""
+    one_gop = [*H264, "-g", "2000", "-sc_threshold", "0"]
+    return make_test_pattern_clip(path, size=(64, 48), seconds=1.5, fps=1000, audio=False, video_codec=one_gop)
+
+
 # --- the session-wide catalogue ----------------------------------------------------
 
 
@@ -269,6 +307,12 @@ class MediaCatalogue:
             ),
             "variable_frame_rate.mp4": make_variable_frame_rate_clip,
             "unknown_codec.avi": make_unknown_codec_avi,
+            "audio_at_1e7s.mkv": lambda p: make_late_audio_clip(p, 1e7),
+            "audio_at_30000s.mkv": lambda p: make_late_audio_clip(p, 30_000),
+            "audio_at_20s.mkv": lambda p: make_late_audio_clip(p, 20),
+            "frames_8192x8192.mp4": make_huge_frame_clip,
+            "streams_41.mkv": make_many_streams_clip,
+            "frames_1000fps.mp4": make_dense_frames_clip,
         }
 
     def _faststart(self, path: Path) -> Path:

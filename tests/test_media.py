@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import resource
 import threading
+import tracemalloc
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from emotion_llama.errors import (
     ClipTooLargeError,
     ClipTooShortError,
     MediaError,
+    MediaLimitError,
     NotAVideoError,
     NoVideoStreamError,
     UnreadableFileError,
@@ -182,7 +185,7 @@ def test_webm_is_decoded_as_vp9(media: MediaCatalogue):
 
 
 def test_a_file_that_reads_too_slowly_fails_instead_of_hanging(media: MediaCatalogue):
-    with pytest.raises(UnreadableFileError, match="took more than"):
+    with pytest.raises(UnreadableFileError, match=r"took more than 0 s to read \(EMOTION_LLAMA_DECODE_SECONDS\)"):
         decode_clip(media["face.mp4"], [0.5], MediaLimits(time_budget_s=0.0))
 
 
@@ -344,3 +347,104 @@ def test_two_clips_prepared_in_threads_equal_sequential_results(media: MediaCata
     for worker in workers:
         worker.join()
     assert all(same_prepared(s, t) for s, t in zip(sequential, threaded))
+
+
+# --- hostile headers: the cost is bounded before decoding ------------------------------
+
+
+def peak_rss_growth_mb(work) -> float:
+    """How far ``work()`` raises this process's peak resident memory, in MB (0 if below the old peak)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        work()
+    except MediaError:
+        pass
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("name", "start"), [("audio_at_1e7s.mkv", "10,000,000 s"), ("audio_at_30000s.mkv", "30,000 s")]
+)
+def test_sound_starting_after_the_window_counts_as_no_sound(media: MediaCatalogue, name: str, start: str):
+    tracemalloc.start()
+    try:
+        prepared = prepare_clip(media[name], options=QUICK)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert prepared.audio is None and not prepared.has_audio
+    assert any(f"sound starts at {start}" in w and "after the analysed part" in w for w in prepared.warnings)
+    # The picture is 2 s long; the sound track stretches the container, not the analysed window.
+    assert prepared.analysed_window == (0.0, 2.0)
+    assert len(set(prepared.frame_times)) == 4
+    assert peak_bytes < 64 * 2**20  # what Python and numpy allocated (the old padding: 2 GB or a MemoryError)
+
+
+@pytest.mark.timeout(60)
+def test_leading_silence_is_never_longer_than_the_window(media: MediaCatalogue):
+    # The sound starts 20 s in: within a 30 s window it is padded, within a 10 s window it is absent.
+    decoded = decode_clip(media["audio_at_20s.mkv"], [0.5], MediaLimits(max_seconds=30))
+    assert decoded.audio is not None and decoded.audio.size <= round(decoded.window[1] * SAMPLE_RATE)
+    assert np.all(decoded.audio[: 19 * SAMPLE_RATE] == 0) and np.abs(decoded.audio[-SAMPLE_RATE:]).max() > 0.1
+    short = decode_clip(media["audio_at_20s.mkv"], [0.5], MediaLimits(max_seconds=10))
+    assert short.audio is None and any("sound starts at 20 s" in w for w in short.warnings)
+
+
+@pytest.mark.timeout(60)
+def test_frames_over_the_pixel_limit_are_refused_from_the_header(media: MediaCatalogue):
+    clip = media["frames_8192x8192.mp4"]
+    assert clip.stat().st_size < 300_000  # tiny on disk, 67 megapixels a frame once decoded
+    with pytest.raises(MediaLimitError) as raised:
+        prepare_clip(clip, options=QUICK)
+    message = str(raised.value)
+    assert "8192x8192" in message and "8.3 megapixels" in message and "EMOTION_LLAMA_MAX_FRAME_PIXELS" in message
+    assert "1080p" in message and "\n" not in message
+    # One decoded frame would be 100 MB (YUV 4:2:0); opening the file and refusing it costs far less.
+    assert peak_rss_growth_mb(lambda: prepare_clip(clip, options=QUICK)) < 50
+
+
+def test_the_pixel_limit_is_an_environment_setting(media: MediaCatalogue, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_FRAME_PIXELS", str(160 * 120 - 1))
+    with pytest.raises(MediaLimitError, match=r"160x120 frames"):
+        decode_clip(media["no_face.mp4"], [0.5])
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_FRAME_PIXELS", str(160 * 120))
+    assert decode_clip(media["no_face.mp4"], [0.5]).frames[0].shape == (120, 160, 3)
+
+
+@pytest.mark.timeout(60)
+def test_a_container_with_too_many_streams_is_refused(media: MediaCatalogue):
+    with pytest.raises(MediaLimitError) as raised:
+        prepare_clip(media["streams_41.mkv"], options=QUICK)
+    message = str(raised.value)
+    assert "41 tracks" in message and "at most 16" in message and "EMOTION_LLAMA_MAX_STREAMS" in message
+    assert "streams_41.mkv" in message and "export" in message
+
+
+@pytest.mark.timeout(60)
+def test_timestamps_denser_than_any_real_video_stop_decoding_at_the_frame_budget(media: MediaCatalogue):
+    # 1,000 frames a second in one GOP: in a 1 s window the budget is (1 + 1) x 240 = 480 frames.
+    limits = MediaLimits(max_seconds=1.0)
+    decoded = decode_clip(media["frames_1000fps.mp4"], [0.0, 0.5, 1.0], limits)
+    assert limits.frame_budget == 480
+    assert max(decoded.frame_times) < 0.48
+    assert any("more than 480 frames" in w for w in decoded.warnings)
+
+
+def test_decoder_thread_count_does_not_change_the_frames(media: MediaCatalogue):
+    one, three = (decode_clip(media["face.mp4"], [0.1, 0.6], MediaLimits(decoder_threads=n)) for n in (1, 3))
+    assert all(np.array_equal(a, b) for a, b in zip(one.frames, three.frames))
+
+
+def test_limits_follow_the_environment(media: MediaCatalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_SECONDS", "12")
+    monkeypatch.setenv("EMOTION_LLAMA_DECODE_SECONDS", "7")
+    assert decode_clip(media["long_10min.mp4"], [0.5]).window == (0.0, 12.0)
+    assert MediaLimits().time_budget_s == 7.0
+    monkeypatch.setenv("EMOTION_LLAMA_MAX_UPLOAD_MB", "1")
+    options = PrepareOptions()
+    assert (options.max_seconds, options.max_bytes) == (12.0, 2**20)
+    upload = tmp_path / "two_megabytes.mp4"
+    upload.write_bytes(media["face.mp4"].read_bytes().ljust(2 * 2**20, b"\0"))
+    with pytest.raises(ClipTooLargeError, match=r"over the 1 MB limit \(EMOTION_LLAMA_MAX_UPLOAD_MB\)"):
+        prepare_clip(upload)
