@@ -50,3 +50,13 @@ def test_each_shared_name_is_spelled_in_the_vocabulary_only():
     assert files_defining(r"\"contempt\",\s*\"doubt\"\)") == vocab
     assert files_defining(r"MERR_LABELS\s*=|MER2023_LABELS\s*=|TASKS\s*=|class GenerationSettings") == vocab
     assert files_defining(r"temperature: float = 0\.2|max_new_tokens: int = 500") == vocab
+
+
+def test_the_readme_lists_every_limit_with_its_default():
+    from emotion_llama.limits import SETTINGS
+
+    readme = (ROOT / "README.md").read_text()
+    for setting in SETTINGS.values():
+        default = format(setting.default, ",") if isinstance(setting.default, int) else f"{setting.default:g}"
+        rows = [line for line in readme.splitlines() if line.startswith(f"| `{setting.env}` |")]
+        assert len(rows) == 1 and rows[0].split("|")[2].strip() == default, setting.env
