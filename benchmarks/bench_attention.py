@@ -1,6 +1,6 @@
 """Peak memory and time of the attention explanation: all layers' maps vs one layer at a time.
 
-Run from the repository root: ``python benchmarks/bench_attention.py [--repeats 3]``.
+Run from the repository root: ``python benchmarks/bench_attention.py [--repeats 5]``.
 
 Model: a mid-size random LLaMA (8 layers, width 512, 8 heads, vocabulary 32,000) with
 LoRA on q/v as in the official preset (r 64), inside an ``EmotionLlama`` whose encoders
@@ -144,7 +144,7 @@ def measure(name: str, length: int, answer: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--length", type=int, default=2000)
     parser.add_argument("--answer", type=int, default=200)
     parser.add_argument("--child", choices=PASSES)
@@ -157,6 +157,8 @@ def main() -> None:
 
 
 def report(runs: dict[str, list[dict]], args) -> None:
+    from emotion_llama.model import ROWS_PER_BLOCK
+
     one_layer = HEADS * args.length * args.length * 4
     extra = {name: statistics.median(r["extra"] for r in rs) for name, rs in runs.items()}
     seconds = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
@@ -165,7 +167,9 @@ def report(runs: dict[str, list[dict]], args) -> None:
     print(f"model: {LAYERS} layers, width {WIDTH}, {HEADS} heads, vocabulary {VOCAB:,}, LoRA r 64 on q/v")
     print(f"sequence: {args.length} positions, last {args.answer} the answer; medians of {args.repeats} fresh processes")
     print(f"memory measured as: {how}, minus VmRSS before the pass")
+    block = HEADS * min(args.answer, ROWS_PER_BLOCK) * args.length * 4
     print(f"one layer's attention map (heads x L x L x 4 B): {one_layer / MiB:8.1f} MiB")
+    print(f"one block of answer rows (heads x {ROWS_PER_BLOCK} x L x 4 B): {block / MiB:8.1f} MiB (scores, softmax: a few)")
     for name, label in (("plain", "plain forward (sdpa, no explanation)"), ("old", "old pass (all layers' maps)"),
                         ("new", "new pass (one layer at a time)")):
         each = ", ".join(f"{r['extra'] / MiB:.0f}" for r in runs[name])
