@@ -7,13 +7,17 @@ Label probabilities
     per-token mean) log-likelihood is used: it is the probability of the whole answer,
     and the closing ``</s>`` keeps a label from winning by being a prefix of another.
 
-Attention shares (``attention_shares``)
-    One extra forward pass over prompt + answer with eager attention. For every layer,
-    heads are averaged; queries are the answer tokens; keys are the prompt positions
-    except BOS. LLaMA parks a large, content-free share of attention on the first token
-    (the attention sink), so BOS is dropped and each query row renormalised over the
-    remaining prompt keys. Rows are then averaged over answer tokens and over *all*
-    layers, and summed per span. Shares therefore sum to 1 over the prompt spans.
+Attention shares (``AnswerAttention``, ``attention_shares``)
+    One extra forward pass over prompt + answer. For every layer, heads are averaged;
+    queries are the answer tokens; keys are the prompt positions except BOS. LLaMA parks a
+    large, content-free share of attention on the first token (the attention sink), so
+    BOS is dropped and each query row renormalised over the remaining prompt keys. Rows
+    are then averaged over answer tokens and over *all* layers, and summed per span.
+    Shares therefore sum to 1 over the prompt spans. The pass
+    (``EmotionLlama.attention_rows``) scores only the answer rows and hands them over a
+    block at a time, layer after layer; ``AnswerAttention`` sums them as they come, so no
+    layer's full map is ever kept (memory: heads x 128 rows x length, not layers x
+    heads x length x length).
 
 Visual heatmap (``visual_heatmap``)
     The shares of the visual tokens laid on their grid: patches are raster-ordered on a
@@ -55,11 +59,11 @@ class Explanation:
 def explain_answer(model, sequence) -> Explanation:
     """Attention of the answer in ``sequence`` (prompt + answer) over the prompt, from
     one extra forward pass of ``model`` (an ``EmotionLlama``)."""
-    maps = model.attention_maps(sequence)
-    kinds = sequence.kind_at()
+    tally = AnswerAttention(sequence.kind_at())
+    model.attention_rows(sequence, tally.queries, tally.add)
     config = model.config
-    heat = visual_heatmap(key_weights(maps, kinds, "visual"), config.visual_grid, config.global_vision["patch_size"])
-    return Explanation(attention_shares(maps, kinds), heat)
+    heat = visual_heatmap(tally.weights_of("visual"), config.visual_grid, config.global_vision["patch_size"])
+    return Explanation(tally.span_shares(), heat)
 
 
 def probabilities_from_scores(labels: tuple[str, ...], scores: torch.Tensor) -> dict[str, float]:
@@ -67,34 +71,61 @@ def probabilities_from_scores(labels: tuple[str, ...], scores: torch.Tensor) -> 
     return {label: float(p) for label, p in zip(labels, probs)}
 
 
-def _per_key_weights(attentions: torch.Tensor, kinds: list[str]) -> tuple[list[int], np.ndarray]:
-    """Prompt key positions and their share of the answer's attention (sums to 1)."""
-    queries = [i for i, k in enumerate(kinds) if k == "answer"]
-    keys = [i for i, k in enumerate(kinds) if k not in NOT_KEYS]
-    if not queries or not keys:
-        raise ValueError("attention shares need answer tokens and prompt tokens")
-    rows = attentions[:, queries][:, :, keys].double()
-    rows = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    return keys, rows.mean(dim=(0, 1)).cpu().numpy()
+class AnswerAttention:
+    """Running per-key sum of the answer's attention over the prompt (BOS dropped, each
+    row renormalised over the prompt keys), fed blocks of rows from any layer in any order."""
+
+    def __init__(self, kinds: list[str]):
+        self.kinds = kinds
+        self.queries = [i for i, k in enumerate(kinds) if k == "answer"]
+        self.keys = [i for i, k in enumerate(kinds) if k not in NOT_KEYS]
+        if not self.queries or not self.keys:
+            raise ValueError("attention shares need answer tokens and prompt tokens")
+        self._key_index = torch.tensor(self.keys)  # moved once to the rows' device
+        self._total: torch.Tensor | None = None  # float64, on the rows' device
+        self._rows = 0
+
+    @classmethod
+    def of_maps(cls, attentions: torch.Tensor, kinds: list[str]) -> AnswerAttention:
+        """From full maps: (layers, length, length), heads already averaged."""
+        tally = cls(kinds)
+        for layer in attentions:
+            tally.add(layer[tally.queries])
+        return tally
+
+    def add(self, rows: torch.Tensor) -> None:
+        """``rows``: (n, length), some answer queries of one layer over every position."""
+        self._key_index = self._key_index.to(rows.device)
+        kept = rows[:, self._key_index].double()
+        kept = kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+        total = kept.sum(dim=0)
+        self._total = total if self._total is None else self._total + total
+        self._rows += rows.shape[0]
+
+    def key_weights(self) -> np.ndarray:
+        """Share of each prompt key (in ``keys`` order), averaged over every row added; sums to 1."""
+        if self._total is None:
+            raise ValueError("no attention rows were added")
+        return (self._total / self._rows).cpu().numpy()
+
+    def span_shares(self) -> dict[str, float]:
+        shares: dict[str, float] = {}
+        for position, weight in zip(self.keys, self.key_weights().tolist()):
+            shares[self.kinds[position]] = shares.get(self.kinds[position], 0.0) + weight
+        return shares
+
+    def weights_of(self, kind: str) -> np.ndarray:
+        """Per-position shares of the positions of one span kind."""
+        return np.array([w for position, w in zip(self.keys, self.key_weights()) if self.kinds[position] == kind])
 
 
 def attention_shares(attentions: torch.Tensor, kinds: list[str]) -> dict[str, float]:
-    """Share of the answer's attention landing on each span kind (sums to 1).
+    """Share of the answer's attention landing on each span kind (sums to 1), from full maps.
 
     ``attentions``: (layers, length, length), heads already averaged; ``kinds``: the span
     kind of every position.
     """
-    keys, weights = _per_key_weights(attentions, kinds)
-    shares: dict[str, float] = {}
-    for position, weight in zip(keys, weights.tolist()):
-        shares[kinds[position]] = shares.get(kinds[position], 0.0) + weight
-    return shares
-
-
-def key_weights(attentions: torch.Tensor, kinds: list[str], kind: str) -> np.ndarray:
-    """Per-position shares (as in ``attention_shares``) of the positions of one span kind."""
-    keys, weights = _per_key_weights(attentions, kinds)
-    return np.array([w for position, w in zip(keys, weights) if kinds[position] == kind])
+    return AnswerAttention.of_maps(attentions, kinds).span_shares()
 
 
 def modality_shares(span_shares: dict[str, float]) -> dict[str, float]:

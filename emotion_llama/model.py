@@ -8,7 +8,9 @@ The forward path in one screen:
    CLS -> ``cls_tk_llama_proj``; face, temporal, audio -> ``feats_llama_proj{1,2,3}``.
 3. ``assemble``: prompt pieces (``prompts.py``) become ``inputs_embeds`` with named,
    exact spans (``processor.py``).
-4. ``generate`` / ``label_log_likelihoods`` / ``attention_maps`` run the LLM.
+4. ``generate`` / ``label_log_likelihoods`` / ``attention_rows`` run the LLM. ``attention_rows``
+   reads the explanation's attention one layer at a time through an attention function
+   registered with transformers' ``AttentionInterface`` (sdpa plus the requested rows).
 
 Attribute names of the adapters and of ``llama_model`` are the reference's, so its
 checkpoints map onto this module with one rename (peft's adapter name).
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
+from transformers import AttentionInterface, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from .clip import PreparedClip
 from .config import EmotionLlamaConfig, LoraSettings
@@ -169,19 +174,34 @@ class EmotionLlama(nn.Module):
         return torch.stack(scores)
 
     @torch.no_grad()
-    def attention_maps(self, sequence: AssembledSequence) -> torch.Tensor:
-        """Attention weights of every layer, heads averaged: (layers, length, length).
-
-        One extra forward pass with eager attention (the fast kernels do not return
-        weights); the implementation is restored afterwards.
+    def attention_rows(self, sequence: AssembledSequence, positions: list[int],
+                       consume: Callable[[torch.Tensor], None]) -> None:
+        """One forward pass that hands ``consume`` the attention rows of the queries at
+        ``positions``, layer after layer: (rows, length), heads averaged, softmaxed as eager
+        attention does. At most ``ROWS_PER_BLOCK`` rows of one layer exist at a time; the
+        attention output itself is sdpa's, and no logits or cache are computed.
         """
-        with self.lock, _eager_attention(self.llama_model):
-            out = self.llama_model(
-                inputs_embeds=sequence.inputs_embeds,
-                attention_mask=torch.ones(1, len(sequence), dtype=torch.long, device=self.device),
-                output_attentions=True,
-            )
-        return torch.stack([a[0].float().mean(dim=0) for a in out.attentions])
+        request = AttentionRows(torch.tensor(positions, device=self.device), consume)
+        base = self.llama_model.get_base_model()  # LoRA lives inside its q/v projections
+        with self.lock, _attention_implementation(base, ROWS_ATTENTION):
+            base.model(inputs_embeds=sequence.inputs_embeds, use_cache=False, attention_rows=request)
+
+@torch.no_grad()
+def full_attention_maps(model: EmotionLlama, sequence: AssembledSequence) -> torch.Tensor:
+    """Attention weights of every layer, heads averaged: (layers, length, length).
+
+    The full-map reference that ``EmotionLlama.attention_rows`` reproduces, for tests and
+    benchmarks/bench_attention.py: eager attention with ``output_attentions``, holding every
+    layer's (heads, length, length) map at once (about 8 GB at 2,000 tokens in the official
+    model), so the app does not use it.
+    """
+    with model.lock, _attention_implementation(model.llama_model.get_base_model(), "eager"):
+        out = model.llama_model(
+            inputs_embeds=sequence.inputs_embeds,
+            attention_mask=torch.ones(1, len(sequence), dtype=torch.long, device=model.device),
+            output_attentions=True,
+        )
+    return torch.stack([a[0].float().mean(dim=0) for a in out.attentions])
 
 
 class _StopWhenSet(StoppingCriteria):
@@ -216,12 +236,54 @@ def _seeded(seed: int | None):
 
 
 @contextlib.contextmanager
-def _eager_attention(peft_model):
-    base = peft_model.get_base_model()
+def _attention_implementation(base, name: str):
+    """Switch the LLM's attention function for one pass; the caller holds ``model.lock``."""
     previous = base.config._attn_implementation
-    base.set_attn_implementation("eager")
+    base.set_attn_implementation(name)
     try:
         yield
     finally:
         base.set_attn_implementation(previous)
 
+
+# -- attention rows for the explanation ---------------------------------------------
+ROWS_ATTENTION = "emotion_llama_rows"
+ROWS_PER_BLOCK = 128  # query rows scored at once: bounds the scratch to heads x 128 x length
+
+
+@dataclass
+class AttentionRows:
+    """Which query positions to read in every layer, and who takes their rows."""
+
+    positions: torch.Tensor  # (rows,) long, on the model's device
+    consume: Callable[[torch.Tensor], None]
+
+    def take(self, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
+        """Eager attention's softmax for the requested queries (batch 1, causal), heads averaged.
+
+        ``query``: (1, heads, length, dim); ``key``: (1, kv_heads, length, dim). Grouped-query
+        heads are scored against their shared key head without copying the keys."""
+        heads, kv_heads, length = query.shape[1], key.shape[1], key.shape[2]
+        keys_t = key[0].transpose(1, 2)  # (kv_heads, dim, length)
+        key_positions = torch.arange(length, device=key.device)
+        for start in range(0, len(self.positions), ROWS_PER_BLOCK):
+            at = self.positions[start : start + ROWS_PER_BLOCK]
+            grouped = query[0, :, at].reshape(kv_heads, heads // kv_heads * len(at), -1)
+            scores = (torch.matmul(grouped, keys_t) * scaling).view(heads, len(at), length)
+            scores = scores.masked_fill(key_positions[None, :] > at[:, None], float("-inf"))
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+            self.consume(weights.float().mean(dim=0))
+
+
+def _sdpa_with_rows(module, query, key, value, attention_mask, *, attention_rows: AttentionRows | None = None,
+                    **kwargs) -> tuple[torch.Tensor, None]:
+    """sdpa's attention output; on the way, the rows ``attention_rows`` asks for."""
+    if attention_rows is not None:
+        if query.shape[0] != 1:
+            raise ValueError("attention rows are read from one unpadded sequence at a time")
+        attention_rows.take(query, key, kwargs["scaling"])
+    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return output, None
+
+
+AttentionInterface.register(ROWS_ATTENTION, _sdpa_with_rows)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from emotion_llama.config import official
-from emotion_llama.explain import attention_shares, modality_shares, visual_heatmap
+from emotion_llama import model as model_module
+from emotion_llama.config import official, tiny
+from emotion_llama.explain import attention_shares, explain_answer, modality_shares, visual_heatmap
 from emotion_llama.pipeline import AnalysisOptions, Engine
 from emotion_llama.vocab import MER2023_LABELS, MERR_LABELS, GenerationSettings
 
@@ -67,6 +69,104 @@ def test_attention_shares_of_a_real_pass_sum_to_one(engine, prepared_clip):
     assert analysis.heatmap.shape == (224, 224)
     overlay = analysis.overlay()
     assert overlay.shape == prepared_clip.global_frame.shape and overlay.dtype == np.uint8
+
+
+def full_map_explanation(model, sequence) -> tuple[dict[str, float], np.ndarray]:
+    """The explanation as it was computed before the one-layer-at-a-time pass: every
+    layer's eager map at once, answer rows over the prompt keys (BOS dropped, rows
+    renormalised), averaged over rows and layers."""
+    maps = model_module.full_attention_maps(model, sequence)
+    kinds = sequence.kind_at()
+    queries = [i for i, k in enumerate(kinds) if k == "answer"]
+    keys = [i for i, k in enumerate(kinds) if k not in ("bos", "eos", "answer")]
+    rows = maps[:, queries][:, :, keys].double()
+    weights = (rows / rows.sum(dim=-1, keepdim=True)).mean(dim=(0, 1)).numpy()
+    shares: dict[str, float] = {}
+    for position, weight in zip(keys, weights):
+        shares[kinds[position]] = shares.get(kinds[position], 0.0) + float(weight)
+    visual = np.array([w for position, w in zip(keys, weights) if kinds[position] == "visual"])
+    return shares, visual_heatmap(visual, model.config.visual_grid, model.config.global_vision["patch_size"])
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tiny_model):
+    """A tiny random model whose LLM shares each key/value head between two query heads,
+    with non-zero LoRA weights (fresh LoRA is a no-op) so that skipping LoRA would show."""
+    from emotion_llama.model import EmotionLlama
+
+    config = tiny(vocab_size=len(tiny_model.tokenizer))
+    config = replace(config, llm={**config.llm, "num_key_value_heads": 2})
+    torch.manual_seed(3)
+    model = EmotionLlama(config, tokenizer=tiny_model.tokenizer).eval()
+    with torch.no_grad():
+        for name, weight in model.llama_model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0.0, 0.05)
+    return model
+
+
+def explained_sequence(model, clip):
+    from emotion_llama.prompts import answer_pieces, first_turn, user_turn
+
+    answer = "The person looks worried: the voice trembles and the brows are raised, so the label is worried."
+    prompt = first_turn(user_turn("reason", subtitle=clip.subtitle.text))
+    return model.assemble(prompt + answer_pieces(answer), model.project(model.encode(clip)))
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "gqa_model"])
+@pytest.mark.parametrize("rows_per_block", [128, 7])
+def test_one_layer_at_a_time_gives_the_full_map_numbers(which, rows_per_block, request, prepared_clip, monkeypatch):
+    model = request.getfixturevalue(which)
+    monkeypatch.setattr(model_module, "ROWS_PER_BLOCK", rows_per_block)
+    sequence = explained_sequence(model, prepared_clip)
+    assert sequence.kind_at().count("answer") > 2 * 7  # several blocks when 7 rows a block
+    before_shares, before_heat = full_map_explanation(model, sequence)
+    now = explain_answer(model, sequence)
+    assert set(now.span_shares) == set(before_shares)
+    for kind, share in before_shares.items():
+        assert now.span_shares[kind] == pytest.approx(share, abs=1e-7)
+    np.testing.assert_allclose(now.heatmap, before_heat, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "gqa_model"])
+def test_the_rows_handed_over_are_eager_attention_rows(which, request, prepared_clip, monkeypatch):
+    """Every layer's rows of the asked positions, causal softmax included, as eager computes them."""
+    model = request.getfixturevalue(which)
+    monkeypatch.setattr(model_module, "ROWS_PER_BLOCK", 5)
+    sequence = explained_sequence(model, prepared_clip)
+    positions = [0, 3, 40, 41, 42, 90, len(sequence) - 2, len(sequence) - 1]
+    blocks: list[torch.Tensor] = []
+    model.attention_rows(sequence, positions, blocks.append)
+    assert all(len(block) <= 5 for block in blocks)
+    rows = torch.cat(blocks).view(model.config.llm["num_hidden_layers"], len(positions), len(sequence))
+    eager = model_module.full_attention_maps(model, sequence)[:, positions]
+    torch.testing.assert_close(rows, eager, rtol=1e-5, atol=1e-7)
+    assert rows[:, 1, 4:].abs().max() == 0  # position 3 sees nothing after itself
+
+
+def test_the_rows_pass_goes_through_lora_and_grouped_heads(gqa_model, prepared_clip):
+    llm_config = gqa_model.llama_model.get_base_model().config
+    assert llm_config.num_key_value_heads < llm_config.num_attention_heads
+    sequence = explained_sequence(gqa_model, prepared_clip)
+    with_lora = explain_answer(gqa_model, sequence).span_shares
+    with gqa_model.llama_model.disable_adapter():
+        without_lora = explain_answer(gqa_model, sequence).span_shares
+    assert max(abs(with_lora[k] - without_lora[k]) for k in with_lora) > 1e-4
+
+
+def test_the_attention_implementation_is_restored_also_after_an_error(tiny_model, prepared_clip):
+    base = tiny_model.llama_model.get_base_model()
+    before = base.config._attn_implementation
+    sequence = explained_sequence(tiny_model, prepared_clip)
+
+    def fail(rows):
+        raise RuntimeError("consumer failed")
+
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        tiny_model.attention_rows(sequence, [len(sequence) - 1], fail)
+    assert base.config._attn_implementation == before
+    explain_answer(tiny_model, sequence)
+    assert base.config._attn_implementation == before
 
 
 def synthetic_attention(kinds: list[str], target: str, sink: float = 0.0) -> torch.Tensor:
