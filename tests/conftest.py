@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,16 @@ def tiny_weights(tiny_model, tmp_path_factory) -> Path:
     from emotion_llama.checkpoints import save_pretrained
 
     return save_pretrained(tiny_model, tmp_path_factory.mktemp("weights") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def gradio_temp(tmp_path_factory) -> Path:
+    """A fresh ``GRADIO_TEMP_DIR`` for the module's server, so a test can list every file it keeps."""
+    folder = tmp_path_factory.mktemp("gradio_temp")
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old

@@ -7,7 +7,6 @@ One server for the module (tiny model, greedy decoding, a handful of new tokens)
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -54,18 +53,6 @@ def engine():
     from emotion_llama.pipeline import load_engine
 
     return load_engine()
-
-
-@pytest.fixture(scope="module")
-def gradio_temp(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gradio_temp")
-    old = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("GRADIO_TEMP_DIR", None)
-    else:
-        os.environ["GRADIO_TEMP_DIR"] = old
 
 
 @pytest.fixture(scope="module")

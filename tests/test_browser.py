@@ -37,19 +37,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def gradio_temp(tmp_path_factory):
-    """Gradio's temporary folder for this module's server, so the test can list what it keeps."""
-    folder = tmp_path_factory.mktemp("gradio_temp")
-    old = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("GRADIO_TEMP_DIR", None)
-    else:
-        os.environ["GRADIO_TEMP_DIR"] = old
-
-
-@pytest.fixture(scope="module")
 def url(gradio_temp):
     sys.path.insert(0, str(ROOT))
     import app
