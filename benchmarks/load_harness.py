@@ -92,6 +92,7 @@ class Settings:
     rss_margin_mb: float = 150.0
     only: str = ""  # request kinds of MIX to send, comma-separated (empty: all), to find what costs memory
     keep: bool = False  # keep the work folder (server log, temp folders) for a look afterwards
+    unused_upload: float = 20.0  # the app's EMOTION_LLAMA_UNUSED_UPLOAD for this run
 
 
 FLAG_HELP = {
@@ -107,6 +108,8 @@ FLAG_HELP = {
     "rss_margin_mb": "the RSS target: final RSS at most this many MB over the RSS after warm-up",
     "only": f"send only these request kinds, comma-separated, of: {', '.join(MIX)} (default: all)",
     "keep": "keep the work folder (server log, its temp folders) and print where it is",
+    "unused_upload": "the app's EMOTION_LLAMA_UNUSED_UPLOAD: seconds an upload no request used is kept (one "
+                     "cancelled while queued); files left are read again once that time has passed",
 }
 
 
@@ -129,9 +132,9 @@ def free_port() -> int:
 class Server:
     """``python app.py`` of this checkout on loopback, with its own temp folders and log."""
 
-    def __init__(self, work: Path, start_timeout: float):
+    def __init__(self, work: Path, start_timeout: float, unused_upload: float):
         self.gradio_temp, self.tmpdir, self.log = work / "gradio_temp", work / "tmp", work / "server.log"
-        self.start_timeout = start_timeout
+        self.start_timeout, self.unused_upload = start_timeout, unused_upload
         self.process: subprocess.Popen | None = None
         self.url = ""
         self.startup_files: set[str] = set()
@@ -141,7 +144,8 @@ class Server:
         self.tmpdir.mkdir()
         port = free_port()
         env = {**os.environ, "GRADIO_TEMP_DIR": str(self.gradio_temp), "TMPDIR": str(self.tmpdir),
-               "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+               "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+               "EMOTION_LLAMA_UNUSED_UPLOAD": str(self.unused_upload)}
         with self.log.open("wb") as log:
             self.process = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
                                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -696,7 +700,10 @@ def the_end(run: Run, server: Server, sampler: RssSampler) -> dict[str, Any]:
     visitor.close()
     last = run.outcomes[-1]
     time.sleep(run.settings.settle_seconds)
-    return {"rss_final": sampler.mean_of_last(1.0), "files_left": server.files_left(),
+    rss_final, files_at_end = sampler.mean_of_last(1.0), server.files_left()
+    if files_at_end:  # uploads of requests cancelled in the queue: no request used them
+        time.sleep(2 * run.settings.unused_upload + 1)  # the app's stated time, its sweep included
+    return {"rss_final": rss_final, "files_at_end": files_at_end, "files_left": server.files_left(),
             "alive": server.alive() and last.status == "answered" and not last.mismatch,
             "internal_errors_logged": server.internal_errors_logged()}
 
@@ -705,7 +712,7 @@ def run_harness(settings: Settings, say: Callable[[str], None] = print) -> dict[
     """Start the app, run every phase, stop the app; the report (see ``build_report``)."""
     mix_of(settings)  # a wrong --only fails before the app starts
     work = Path(tempfile.mkdtemp(prefix="load_harness_"))
-    server, sampler, run = Server(work, settings.start_timeout), None, None
+    server, sampler, run = Server(work, settings.start_timeout, settings.unused_upload), None, None
     clock: dict[str, float] = {}
     try:
         started = time.monotonic()
@@ -771,6 +778,7 @@ def build_report(settings: Settings, run: Run, sampler: RssSampler, measured: di
         "rss_mb": {"after_warm_up": round(measured["rss_after_warm_up"] / MB, 1),
                    "peak": round(sampler.peak() / MB, 1), "final": round(measured["rss_final"] / MB, 1)},
         "rss_timeline_mb": sampler.timeline(5.0), "sessions": run.sessions,
+        "files_at_end": measured["files_at_end"],
         "files_left": measured["files_left"], "files_left_count": len(measured["files_left"]),
         "server_alive": measured["alive"], "internal_errors_logged": measured["internal_errors_logged"],
         "stuck_visitors": measured["stuck_visitors"],
@@ -840,7 +848,9 @@ def readable(report: dict) -> str:
                  f"final {rss['final']:.0f} MB")
     lines.append("RSS every 15 s (MB): " + " ".join(str(mb) for _, mb in report["rss_timeline_mb"][::3]))
     lines.append(f"gradio sessions opened by visitors: {report['sessions']}")
-    lines.append(f"files left in the server's temp folders: {report['files_left_count']}")
+    lines.append(f"files in the server's temp folders at the end: {len(report['files_at_end'])} (uploads no "
+                 f"request used, deleted within {2 * report['settings']['unused_upload']:g} s as the app states)")
+    lines.append(f"files left in the server's temp folders after that time: {report['files_left_count']}")
     lines += [f"  {path}" for path in report["files_left"][:10]]
     lines.append(f"server alive at the end: {report['server_alive']}; "
                  f"internal errors in its log: {report['internal_errors_logged']}")
