@@ -186,6 +186,7 @@ class EmotionLlama(nn.Module):
         with self.lock, _attention_implementation(base, ROWS_ATTENTION):
             base.model(inputs_embeds=sequence.inputs_embeds, use_cache=False, attention_rows=request)
 
+
 @torch.no_grad()
 def full_attention_maps(model: EmotionLlama, sequence: AssembledSequence) -> torch.Tensor:
     """Attention weights of every layer, heads averaged: (layers, length, length).
