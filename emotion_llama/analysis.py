@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import PromptError
 from .explain import heatmap_on_frame
+from .familiarity import DomainCheck
 from .vocab import (
     DEFAULT_FRAME,
     DEMO_PARITY_ZEROED,
@@ -116,6 +117,7 @@ class Analysis:
     peak_frame_index: int | None = None
     reasoning_check: ReasoningCheck | None = None
     subtitle_note: str | None = None  # why there is no subtitle, or how it was made
+    out_of_domain: DomainCheck | None = None  # how unlike the training clips it is (None: not measured)
 
     def overlay(self) -> np.ndarray | None:
         if self.frame is None or self.heatmap is None:
@@ -138,6 +140,7 @@ class Analysis:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "engine": self.engine,
             "reasoning_check": self.reasoning_check.to_json() if self.reasoning_check else None,
+            "out_of_domain": self.out_of_domain.to_json() if self.out_of_domain else None,
         }
 
 

@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from .errors import EmotionLlamaError
+from .familiarity import DEFAULT_HELD_OUT_EVERY, DEFAULT_QUANTILE
 from .vocab import DEFAULT_FRAME, FRAME_CHOICES, MODALITIES, MODALITY, REFERENCE_GENERATION, TASKS
 
 FOLDERS = [m.reference_folder + "/" for m in MODALITY.values() if m.reference_folder]
@@ -160,6 +161,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feature_stats(args: argparse.Namespace) -> int:
+    from .pipeline import TINY_WEIGHTS
+    from .training.feature_stats import run_feature_stats  # on use only: inference never loads training code
+
+    report = run_feature_stats(args.corpus, args.weights or TINY_WEIGHTS, quantile=args.quantile,
+                               held_out_every=args.held_out_every, limit=args.limit)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from synthetic import run_synth  # on use only: the demo and `analyze` never load the generator
 
@@ -230,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--markdown", help="also write the Markdown table to this file")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    stats = commands.add_parser("feature-stats", help="measure the model's training clips, for the warning on clips "
+                                "unlike them (writes feature_stats.safetensors beside the weights)")
+    stats.add_argument("corpus", help="folder of the model's training clips (videos anywhere below it)")
+    stats.add_argument("--weights", help="weights folder (default: the shipped tiny model)")
+    stats.add_argument("--limit", type=int, help="only the first N clips, in name order (a few hundred is plenty)")
+    stats.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
+                       help=f"threshold: this quantile of the held-out clips' distances (default {DEFAULT_QUANTILE})")
+    stats.add_argument("--held-out-every", type=int, default=DEFAULT_HELD_OUT_EVERY,
+                       help=f"hold every N-th clip out of the fit, to measure the threshold on "
+                            f"(default {DEFAULT_HELD_OUT_EVERY})")
+    stats.set_defaults(run=cmd_feature_stats)
 
     synth = commands.add_parser("synth", help="generate the synthetic audio-visual emotion corpus")
     synth.add_argument("--out", required=True, help="output folder (videos/ and the annotation files go here)")

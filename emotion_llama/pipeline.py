@@ -28,6 +28,7 @@ from .clip import PreparedClip
 from .config import tiny
 from .encoders import without
 from .explain import Explanation, explain_answer, probabilities_from_scores
+from .familiarity import FeatureStats
 from .model import EmotionLlama, EncodedClip
 from .prompts import Piece, answer_pieces, first_turn, reason_after_label, user_turn
 from .text_limits import check_labels, check_prompt_length, check_text
@@ -41,10 +42,12 @@ TINY_WEIGHTS = Path(__file__).parent / "weights" / "tiny"
 class Engine:
     """A loaded model plus what it needs per request. Safe to share between threads."""
 
-    def __init__(self, model: EmotionLlama, info: dict[str, str], cache: ClipCache | None = None):
+    def __init__(self, model: EmotionLlama, info: dict[str, str], cache: ClipCache | None = None,
+                 familiarity: FeatureStats | None = None):
         self.model = model
         self.info = info
         self.cache = cache if cache is not None else SHARED
+        self.familiarity = familiarity  # the training clips' statistics (familiarity.py), when the weights have them
         self.writer = Writer(model)
         self._encoders_key: str | None = None
 
@@ -147,8 +150,9 @@ class Engine:
         filled = dict(encoded.filled)
         if not words:
             filled["subtitle"] = "left out" if "subtitle" in options.leave_out else "none"
-        warnings = [*prepared.warnings, *([self.info["warning"]] if self.info.get("warning") else []),
-                    *torn_warning(check)]
+        domain = self.familiarity.check(prepared, encoded) if self.familiarity else None
+        warnings = [*([domain.warning] if domain and domain.warning else []), *prepared.warnings,
+                    *([self.info["warning"]] if self.info.get("warning") else []), *torn_warning(check)]
         return Analysis(
             label=max(probabilities, key=probabilities.get), probabilities=probabilities, answer=answer,
             task=options.task,
@@ -159,7 +163,7 @@ class Engine:
             frame_time=prepared.global_frame_time, warnings=warnings, timings=timings, engine=dict(self.info),
             frame=prepared.global_frame, heatmap=explanation.heatmap if explanation else None,
             face_crops=prepared.face_crops, peak_frame_index=prepared.peak_frame_index, reasoning_check=check,
-            subtitle_note=prepared.subtitle.note,
+            subtitle_note=prepared.subtitle.note, out_of_domain=domain,
         )
 
     def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
@@ -213,7 +217,8 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
     folder = Path(weights) if weights else TINY_WEIGHTS
     if folder.is_dir() and (folder / "model.safetensors").is_file():
         model = from_pretrained(folder, device=device)
-        return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"})
+        return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"},
+                      familiarity=FeatureStats.load(folder, model.encoder_fingerprint()))
     if weights:
         raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
     warning = "untrained tiny model: answers are noise until trained weights are installed"

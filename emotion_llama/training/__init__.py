@@ -23,8 +23,9 @@ settings, the optimiser and the loss summaries every stage uses.
 
 The same functions tune the ``official`` preset on a GPU: the stages read annotations in
 the MERR / MER2023 formats (``data/merr.py``) and features in the reference layout.
-Nothing outside this package imports it but the CLI's ``train`` command: inference
-never loads training code.
+Nothing outside this package imports it but the CLI's ``train`` and ``feature-stats``
+commands (``feature_stats``: the training clips' statistics behind the out-of-domain
+warning, ``familiarity.py``): inference never loads training code.
 """
 
 from .common import StageSettings, TrainConfig
