@@ -9,7 +9,8 @@ here: the 260 modality tokens are random vectors of the LLM's width). Prompt: th
 question as the app builds it (template, 256 visual + 4 other modality tokens, subtitle,
 instruction), about 300 positions.
 
-Figures, each the median over ``--repeats`` runs, the compared runs interleaved in one process:
+Figures, each the median over ``--repeats`` runs, the compared runs interleaved in one process,
+each run in a worker thread as in the app (see ``timed``):
 
 - ``overhead_ratio``: per-token time of ``Writer.stream`` (transformers ``generate`` in a
   thread, ``TextIteratorStreamer``, stop event, repetition penalty) / a bare greedy loop over
@@ -31,6 +32,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +52,7 @@ from emotion_llama.vocab import MERR_LABELS, GenerationSettings
 from emotion_llama.writing import Writer
 
 LAYERS, WIDTH, HEADS, VOCAB = 8, 512, 8, 32_000
-SUBTITLE = "I told you twice already, and nobody listened to a single word I said about the trip."
+SUBTITLE = "I told you twice, and nobody listened to a word I said."
 
 
 def build_model(seed: int = 0) -> EmotionLlama:
@@ -129,10 +131,21 @@ def old_label_probabilities(model: EmotionLlama, projected, subtitle: str, label
     return probabilities_from_scores(labels, whole_sequence_log_likelihoods(model, sequences))
 
 
-def timed(fn, *args) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - start, result
+def timed(fn) -> tuple[float, object]:
+    """``fn()``'s wall time and result, run in a thread of its own as the app runs model work
+    (Gradio workers, the generation thread): here, with two intra-op threads on a loaded
+    machine, the same loop ran 2-4x slower in the main thread than in any other."""
+    out: list[tuple[float, object]] = []
+
+    def run() -> None:
+        start = time.perf_counter()
+        result = fn()
+        out.append((time.perf_counter() - start, result))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    return out[0]
 
 
 def medians(runs: dict[str, callable], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
@@ -140,7 +153,7 @@ def medians(runs: dict[str, callable], repeats: int) -> tuple[dict[str, float], 
     times: dict[str, list[float]] = {name: [] for name in runs}
     results: dict[str, object] = {}
     for name, fn in runs.items():  # one warm-up each
-        results[name] = fn()
+        results[name] = timed(fn)[1]
     for _ in range(repeats):
         for name, fn in runs.items():
             seconds, results[name] = timed(fn)
@@ -187,8 +200,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per run (100-200)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     figures = measure(args.tokens, args.repeats)
     if args.json:
         print(json.dumps(figures, indent=1))
