@@ -123,6 +123,7 @@ def _on_meta(model) -> bool:
 # -- our format ---------------------------------------------------------------------------
 def save_pretrained(model, directory: str | Path, *, trainable_only: bool = False) -> Path:
     """Write ``config.json``, ``model.safetensors`` and the tokenizer to ``directory``."""
+    model.check_unmerged("be saved")  # its base weights hold base + LoRA
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save(directory / CONFIG_FILE)

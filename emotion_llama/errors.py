@@ -70,3 +70,8 @@ class TextTooLongError(LimitError, PromptError):
 
 class SessionExpiredError(EmotionLlamaError):
     """A conversation was closed (idle too long, or the server needed the room)."""
+
+
+class MergedWeightsError(CheckpointError):
+    """A model whose LoRA was merged into its base weights for inference was asked to be
+    saved or trained (its tensors are no longer the base model's and the LoRA's)."""

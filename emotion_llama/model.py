@@ -32,12 +32,15 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from .clip import PreparedClip
 from .config import EmotionLlamaConfig, LoraSettings
 from .encoders import EncodedClip, ModalityEncoders, without
+from .errors import MergedWeightsError
 from .processor import AssembledSequence, Processor
 from .prompts import Piece
 from .text_limits import check_prompt_length
 from .vocab import ADAPTERS, DEMO_PARITY_ZEROED, REFERENCE_GENERATION, GenerationSettings
 
 __all__ = ["AssembledSequence", "EmotionLlama", "EncodedClip", "without"]
+_MERGED = ("this model's LoRA is merged into its base weights for inference, so it cannot {action}: "
+           "load it with checkpoints.from_pretrained (unmerged) to train or save it")
 
 
 class EmotionLlama(nn.Module):
@@ -61,6 +64,7 @@ class EmotionLlama(nn.Module):
         self.encoders.requires_grad_(False)
         # Generation and the eager-attention pass must not interleave on one model.
         self.lock = threading.RLock()
+        self.lora_merged = False  # set by ``merge_lora``: inference only from then on
 
     # -- parameter groups ------------------------------------------------------------
     def encoder_fingerprint(self) -> str:
@@ -72,7 +76,30 @@ class EmotionLlama(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Adapters and LoRA: what a reference checkpoint holds."""
+        self.check_unmerged("have its LoRA tensors read or loaded")
         return {k: v for k, v in self.state_dict().items() if _is_trainable_key(k)}
+
+    # -- inference weights -------------------------------------------------------------
+    def merge_lora(self) -> EmotionLlama:
+        """Fold LoRA into the LLM's weights once (peft's merge): one matmul per tuned projection
+        instead of three. Inference only: saving, training and loading LoRA are refused after.
+        In fp32 the tokens equal the unmerged model's (tests/test_fast.py). In fp16, W + s*B@A
+        is rounded to fp16 once where the unmerged path rounds x@W and s*(x@A)@B apart: logits
+        move by ~1e-3 relative, so a greedy answer may differ where two tokens nearly tie."""
+        with self.lock:
+            if not self.lora_merged:
+                self.llama_model.base_model.merge_adapter()
+                self.lora_merged = True
+        return self
+
+    def check_unmerged(self, action: str) -> None:
+        if self.lora_merged:
+            raise MergedWeightsError(_MERGED.format(action=action))
+
+    def train(self, mode: bool = True) -> EmotionLlama:
+        if mode:
+            self.check_unmerged("be trained")
+        return super().train(mode)
 
     @property
     def device(self) -> torch.device:
@@ -123,20 +150,7 @@ class EmotionLlama(nn.Module):
         """Answer token ids (without the closing ``</s>``). Greedy when ``do_sample`` is off;
         setting ``stop`` ends the generation after the token being computed."""
         check_prompt_length("prompt", len(sequence) + 1, settings.max_context_tokens)
-        budget = min(settings.max_new_tokens, settings.max_context_tokens - len(sequence))
-        kwargs = dict(
-            max_new_tokens=budget,
-            min_new_tokens=min(settings.min_new_tokens, budget),
-            do_sample=settings.do_sample,
-            repetition_penalty=settings.repetition_penalty,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)] if stop is not None else []),
-        )
-        if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs = _generate_kwargs(settings, settings.max_context_tokens - len(sequence), self.tokenizer, stop)
         with self.lock, _seeded(settings.seed if settings.do_sample else None):
             out = self.llama_model.generate(
                 inputs_embeds=sequence.inputs_embeds,
@@ -150,28 +164,22 @@ class EmotionLlama(nn.Module):
         return ids
 
     @torch.no_grad()
-    def label_log_likelihoods(self, sequences: list[AssembledSequence]) -> torch.Tensor:
-        """Sum of log p(token) over each sequence's ``answer`` and ``eos`` positions, in one
-        batched pass (right padding, so real positions are unaffected)."""
-        lengths = [len(s) for s in sequences]
-        hidden = sequences[0].inputs_embeds.shape[-1]
-        batch = torch.zeros(len(sequences), max(lengths), hidden, dtype=self.llm_dtype, device=self.device)
-        mask = torch.zeros(len(sequences), max(lengths), dtype=torch.long, device=self.device)
-        for row, seq in enumerate(sequences):
-            batch[row, : len(seq)] = seq.inputs_embeds[0]
-            mask[row, : len(seq)] = 1
-        positions = [[i for i, k in enumerate(s.kind_at()) if k in ("answer", "eos") and i > 0] for s in sequences]
+    def label_log_likelihoods(self, prefix: AssembledSequence, answers: list[AssembledSequence]) -> torch.Tensor:
+        """Sum of log p(token) of each answer (its tokens and ``</s>``) after ``prefix``. The prefix
+        runs once; the answers run as one right-padded batch reading its KV cache, one copy each."""
         base = self.llama_model.get_base_model()
+        batch, mask = _right_padded(answers)
         with self.lock:
-            hidden = base.model(inputs_embeds=batch, attention_mask=mask).last_hidden_state
-        scores = []
-        for row, (seq, targets_at) in enumerate(zip(sequences, positions)):
-            # Only the rows that predict answer tokens go through the vocabulary projection.
-            previous = torch.tensor([i - 1 for i in targets_at], device=self.device)
-            log_probs = torch.log_softmax(base.lm_head(hidden[row, previous]).float(), dim=-1)
-            targets = torch.tensor([seq.token_ids[i] for i in targets_at], device=self.device)
-            scores.append(log_probs.gather(1, targets[:, None]).sum())
-        return torch.stack(scores)
+            first = base.model(inputs_embeds=prefix.inputs_embeds, use_cache=True)
+            cache = first.cache
+            cache.batch_repeat_interleave(len(answers))
+            seen = torch.ones(len(answers), len(prefix), dtype=torch.long, device=self.device)
+            hidden = base.model(inputs_embeds=batch, attention_mask=torch.cat([seen, mask], dim=1),
+                                cache=cache, use_cache=True).last_hidden_state
+        # The prefix's last position predicts each answer's first token.
+        last = first.last_hidden_state[0, -1:]
+        rows = [torch.cat([last, hidden[row, : len(a) - 1]]) for row, a in enumerate(answers)]
+        return _summed_log_probs(base.lm_head, rows, [a.token_ids for a in answers])
 
     @torch.no_grad()
     def attention_rows(self, sequence: AssembledSequence, positions: list[int],
@@ -185,6 +193,32 @@ class EmotionLlama(nn.Module):
         base = self.llama_model.get_base_model()  # LoRA lives inside its q/v projections
         with self.lock, _attention_implementation(base, ROWS_ATTENTION):
             base.model(inputs_embeds=sequence.inputs_embeds, use_cache=False, attention_rows=request)
+
+
+@torch.no_grad()
+def whole_sequence_log_likelihoods(model: EmotionLlama, sequences: list[AssembledSequence]) -> torch.Tensor:
+    """``EmotionLlama.label_log_likelihoods`` the old way, for tests and
+    benchmarks/bench_generation.py: every whole sequence (prompt, answer, ``</s>``) in one
+    right-padded batch, the prompt re-run per label."""
+    base = model.llama_model.get_base_model()
+    batch, mask = _right_padded(sequences)
+    with model.lock:
+        hidden = base.model(inputs_embeds=batch, attention_mask=mask).last_hidden_state
+    rows, targets = [], []
+    for row, seq in enumerate(sequences):
+        at = [i for i, k in enumerate(seq.kind_at()) if k in ("answer", "eos") and i > 0]
+        rows.append(hidden[row, [i - 1 for i in at]])
+        targets.append([seq.token_ids[i] for i in at])
+    return _summed_log_probs(base.lm_head, rows, targets)
+
+
+def _summed_log_probs(lm_head: nn.Module, rows: list[torch.Tensor], targets: list[list[int]]) -> torch.Tensor:
+    """Per answer, the summed log-probability of ``targets`` from the hidden ``rows`` that
+    predict them; only those rows go through the vocabulary projection."""
+    log_probs = torch.log_softmax(lm_head(torch.cat(rows)).float(), dim=-1)
+    flat = torch.tensor([t for answer in targets for t in answer], device=log_probs.device)
+    picked = log_probs.gather(1, flat[:, None])[:, 0]
+    return torch.stack([part.sum() for part in picked.split([len(t) for t in targets])])
 
 
 @torch.no_grad()
@@ -203,6 +237,35 @@ def full_attention_maps(model: EmotionLlama, sequence: AssembledSequence) -> tor
             output_attentions=True,
         )
     return torch.stack([a[0].float().mean(dim=0) for a in out.attentions])
+
+
+def _right_padded(sequences: list[AssembledSequence]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences as one zero-padded batch of embeddings and its attention mask (1 = real)."""
+    first = sequences[0].inputs_embeds
+    longest = max(len(s) for s in sequences)
+    batch = first.new_zeros(len(sequences), longest, first.shape[-1])
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=first.device)
+    for row, seq in enumerate(sequences):
+        batch[row, : len(seq)] = seq.inputs_embeds[0]
+        mask[row, : len(seq)] = 1
+    return batch, mask
+
+
+def _generate_kwargs(settings: GenerationSettings, room: int, tokenizer, stop: threading.Event | None) -> dict:
+    """transformers ``generate`` arguments for ``settings`` with ``room`` tokens left in the context."""
+    budget = min(settings.max_new_tokens, room)
+    kwargs = dict(
+        max_new_tokens=budget,
+        min_new_tokens=min(settings.min_new_tokens, budget),
+        do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)] if stop is not None else []),
+    )
+    if settings.do_sample:
+        return {**kwargs, "temperature": settings.temperature, "top_p": settings.top_p}
+    return {**kwargs, "temperature": None, "top_p": None, "top_k": None}
 
 
 class _StopWhenSet(StoppingCriteria):

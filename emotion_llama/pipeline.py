@@ -88,11 +88,16 @@ class Engine:
     def label_probabilities(self, projected: dict[str, torch.Tensor], subtitle: str | None,
                             labels: tuple[str, ...], demo_parity: bool = False,
                             context: int = GREEDY.max_context_tokens) -> dict[str, float]:
+        """Every candidate label's probability as the answer to the label question. The
+        question (everything before the answer) is run once and every label is scored
+        from its KV cache (``EmotionLlama.label_log_likelihoods``)."""
         prompt = first_turn(user_turn("emotion", subtitle=subtitle, labels=labels), demo_parity=demo_parity)
-        longest = max(len(self.model.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels)
-        check_prompt_length("label question", len(self.model.assemble(prompt, projected)) + longest + 1, context)
-        sequences = [self.model.assemble(prompt + answer_pieces(label, close=True), projected) for label in labels]
-        return probabilities_from_scores(labels, self.model.label_log_likelihoods(sequences))
+        prefix = self.model.assemble(prompt, projected)
+        # Answers are tokenised on their own (``Piece.standalone``), so they are exactly the
+        # tail the whole sequence would have.
+        answers = [self.model.assemble(answer_pieces(label, close=True), projected) for label in labels]
+        check_prompt_length("label question", len(prefix) + max(len(a) for a in answers), context)
+        return probabilities_from_scores(labels, self.model.label_log_likelihoods(prefix, answers))
 
     # -- 3. the whole analysis -------------------------------------------------------------
     def analyze(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
@@ -204,7 +209,8 @@ def random_tiny_model(seed: int = 0) -> EmotionLlama:
 
 def load_engine(weights: str | None = None, *, device: str | None = None) -> Engine:
     """``weights``: a folder saved by ``save_pretrained``, ``"official"``, or None for the
-    default (``EMOTION_LLAMA_WEIGHTS``, else the shipped tiny model)."""
+    default (``EMOTION_LLAMA_WEIGHTS``, else the shipped tiny model). The engine's model has
+    its LoRA merged (``EmotionLlama.merge_lora``): it answers, it is not trained or saved."""
     from .checkpoints import from_pretrained, load_official
     from .errors import WeightsUnavailableError
 
@@ -212,15 +218,15 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if weights == "official":
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        model = load_official(device=device, dtype=dtype)
+        model = load_official(device=device, dtype=dtype).merge_lora()
         return Engine(model, {"weights": "official", "device": device, "dtype": str(dtype).removeprefix("torch.")})
     folder = Path(weights) if weights else TINY_WEIGHTS
     if folder.is_dir() and (folder / "model.safetensors").is_file():
-        model = from_pretrained(folder, device=device)
+        model = from_pretrained(folder, device=device).merge_lora()
         return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"},
                       familiarity=FeatureStats.load(folder, model.encoder_fingerprint()))
     if weights:
         raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
     warning = "untrained tiny model: answers are noise until trained weights are installed"
-    return Engine(random_tiny_model().to(device),
+    return Engine(random_tiny_model().to(device).merge_lora(),
                   {"weights": "tiny (random)", "device": device, "dtype": "float32", "warning": warning})
