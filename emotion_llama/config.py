@@ -86,6 +86,9 @@ class EmotionLlamaConfig:
     # Patch tokens regrouped this many consecutive at a time before llama_proj.
     visual_group: int = 4
     ln_vision_eps: float = 1e-5
+    # The reference's training text has two spaces before the task tag and before ``[/INST]``
+    # (``prompts.user_turn``'s spacing pieces); the tiny model was trained with one.
+    reference_spacing: bool = False
     sources: WeightSources = field(default_factory=WeightSources)
 
     # -- derived sizes ------------------------------------------------------------
@@ -159,6 +162,7 @@ def official() -> EmotionLlamaConfig:
     """The reference numbers (the paper and its public code; see the module docstring)."""
     return EmotionLlamaConfig(
         preset="official",
+        reference_spacing=True,
         # Blip2VisionConfig's defaults are EVA ViT-g: 1408 wide, 39 layers, 16 heads,
         # MLP 6144 (ratio 4.3637), exact GELU, LayerNorm eps 1e-6, qkv bias.
         global_vision=dict(

@@ -62,8 +62,7 @@ class EmotionLlama(nn.Module):
         self.feats_llama_proj3 = nn.Linear(dims["audio"], hidden)
         self.llama_model = with_lora(pretrained.get("llm") or LlamaForCausalLM(config.llm_config()), config.lora)
         self.encoders.requires_grad_(False)
-        # Generation and the eager-attention pass must not interleave on one model.
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # generation and the attention pass must not interleave
         self.lora_merged = False  # set by ``merge_lora``: inference only from then on
 
     # -- parameter groups ------------------------------------------------------------
@@ -136,7 +135,8 @@ class EmotionLlama(nn.Module):
     # -- 3. assemble -----------------------------------------------------------------
     def assemble(self, pieces: list[Piece], projected: dict[str, torch.Tensor]) -> AssembledSequence:
         """Pieces -> embeddings and exact spans (see ``processor.Processor``)."""
-        return Processor(self.tokenizer, self.llama_model.get_input_embeddings())(pieces, projected)
+        embed, spacing = self.llama_model.get_input_embeddings(), self.config.reference_spacing
+        return Processor(self.tokenizer, embed, spacing)(pieces, projected)
 
     # -- 4. run the LLM --------------------------------------------------------------
     @torch.no_grad()

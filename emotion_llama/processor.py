@@ -53,14 +53,15 @@ class Processor:
     """Turns prompt pieces and projected modality tokens into an ``AssembledSequence``.
     Keeps no state between calls, so threads may share it."""
 
-    def __init__(self, tokenizer, embed: torch.nn.Embedding):
+    def __init__(self, tokenizer, embed: torch.nn.Embedding, reference_spacing: bool = False):
         self.tokenizer = tokenizer
         self.embed = embed
+        self.reference_spacing = reference_spacing
 
     def __call__(self, pieces: list[Piece], projected: dict[str, torch.Tensor]) -> AssembledSequence:
         out = _Builder()
         run: list[Piece] = []
-        for piece in pieces:
+        for piece in styled(pieces, self.reference_spacing):
             if piece.slot or piece.standalone:
                 self._text(out, run)
                 run = []
@@ -97,6 +98,29 @@ class Processor:
             index = max(min(end, len(text)) - 1, start, 0)
             kinds.append(run[int(owner[min(index, len(owner) - 1)])].kind)
         self._emit(out, list(encoding["input_ids"]), kinds)
+
+
+def styled(pieces: list[Piece], reference_spacing: bool) -> list[Piece]:
+    """The pieces a model reads: the reference's extra spaces kept only for the weights trained with them."""
+    return [piece for piece in pieces if reference_spacing or not piece.spacing]
+
+
+def prompt_text(pieces: list[Piece], reference_spacing: bool) -> str:
+    """The prompt as text, the reference's way: ``<s>``, ``<VideoHere>`` for the visual tokens,
+    one ``<FeatureHere>`` for the face, temporal, audio and CLS tokens."""
+    text, previous = "", None
+    for piece in styled(pieces, reference_spacing):
+        if piece.kind in ("bos", "eos"):
+            text += "<s>" if piece.kind == "bos" else "</s>"
+        elif piece.slot:
+            marker = "<VideoHere>" if piece.kind == "visual" else "<FeatureHere>"
+            text += "" if marker == previous else marker
+            previous = marker
+            continue
+        else:
+            text += piece.text
+        previous = None
+    return text
 
 
 @dataclass

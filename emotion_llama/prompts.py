@@ -8,7 +8,8 @@ placeholder or a chat turn.
 
 Prompt the model was tuned on (LLaMA-2 chat template, reference ``first_face.py``):
 ``<s>[INST] <video><VideoHere></video> <feature><FeatureHere></feature>
-The person in video says: {subtitle}. [emotion] {instruction} [/INST]``
+The person in video says: {subtitle}.  [emotion] {instruction}  [/INST]``, two spaces where
+the tiny model's layout has one (``REFERENCE_SPACE``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ class Piece:
     slot: bool = False
     # Tokenised on its own, as the reference tokenises answers apart from the prompt.
     standalone: bool = False
+    # A space of the official weights' training text only (``config.reference_spacing``).
+    spacing: bool = False
+
+
+# The training text of the official weights (reference dataset code) is
+# ``... </feature> {line} [{task}] {instruction} `` inside ``[INST] {} [/INST]``, with
+# ``{line}`` = ``The person in video says: {sentence}. ``: so one space more before the task
+# tag and before ``[/INST]`` than the tiny model's layout.
+REFERENCE_SPACE = Piece("template", " ", spacing=True)
 
 
 def instruction_for(task: str, *, labels: tuple[str, ...] | None = None, rng: random.Random | None = None) -> str:
@@ -136,10 +146,12 @@ def user_turn(
             Piece("template", ". "),
         ]
     if task != "free":
-        pieces.append(Piece("template", f"[{task}] "))
+        pieces += [REFERENCE_SPACE, Piece("template", f"[{task}] ")]
     instruction = escape_user_text(question.strip()) if question else instruction_for(task, labels=labels, rng=rng)
     if instruction:
         pieces.append(Piece("instruction", instruction))
+    if task != "free":
+        pieces.append(REFERENCE_SPACE)
     return pieces
 
 

@@ -125,3 +125,54 @@ def test_reason_after_label_is_a_second_turn_after_the_label(tiny_model, project
     # At inference the label is history: not a training target, and not user text.
     history = reason_after_label("fear", subtitle="Is someone there?")
     assert [p.kind for p in history if p.text == "fear"] == ["history"]
+
+
+# -- the exact training text of the official weights ---------------------------------------------
+def reference_training_text(task: str, instruction: str, sentence: str | None) -> str:
+    """The reference dataset code's text, in LLaMA-2's ``[INST] {} [/INST]``, written out literally."""
+    line = f"The person in video says: {sentence}. " if sentence else ""
+    text = f"<video><VideoHere></video> <feature><FeatureHere></feature> {line} [{task}] {instruction} "
+    return f"<s>[INST] {text} [/INST]"
+
+
+class Pick:
+    """A random source that draws ``item``."""
+
+    def __init__(self, item: str):
+        self.item = item
+
+    def choice(self, items):
+        assert self.item in items
+        return self.item
+
+
+@pytest.mark.parametrize("sentence", [None, "I lost my keys again"])
+def test_the_official_preset_renders_the_reference_training_text_for_every_task(sentence):
+    from emotion_llama.config import official, tiny
+    from emotion_llama.processor import prompt_text
+    from emotion_llama.prompts import REASON_INSTRUCTIONS, instruction_for
+
+    assert official().reference_spacing and not tiny().reference_spacing
+    cases = [("emotion", instruction_for("emotion"), None), ("visual", instruction_for("visual"), None),
+             ("audio", instruction_for("audio"), None)]
+    cases += [("reason", text, Pick(text)) for text in REASON_INSTRUCTIONS]  # each of the five, drawn on purpose
+    for task, instruction, rng in cases:
+        pieces = first_turn(user_turn(task, subtitle=sentence, rng=rng))
+        assert prompt_text(pieces, reference_spacing=True) == reference_training_text(task, instruction, sentence)
+        # The tiny model keeps the layout it was trained on: one space each.
+        single = prompt_text(pieces, reference_spacing=False)
+        assert f"  [{task}]" not in single and "  [/INST]" not in single
+
+
+def test_the_official_spacing_reaches_the_tokens_as_the_reference_tokenises_them(tiny_model, projected):
+    from emotion_llama.processor import Processor
+
+    processor = Processor(tiny_model.tokenizer, tiny_model.llama_model.get_input_embeddings(), reference_spacing=True)
+    sequence = processor(first_turn(user_turn("emotion", subtitle="I lost my keys again")), projected)
+    after_features = max(span.end for span in sequence.spans if span.kind == "cls")
+    expected = tiny_model.tokenizer("</feature> The person in video says: I lost my keys again.  [emotion] "
+                                    + user_turn("emotion", subtitle=None)[-2].text + "  [/INST]",
+                                    add_special_tokens=False)["input_ids"]
+    assert sequence.token_ids[after_features:] == expected
+    plain = tiny_model.assemble(first_turn(user_turn("emotion", subtitle="I lost my keys again")), projected)
+    assert len(plain) < len(sequence)  # the shipped tiny model reads its own, single-spaced layout
