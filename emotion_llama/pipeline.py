@@ -59,6 +59,13 @@ class Engine:
         check_text("question", options.question, tokenizer)
         check_labels(options.labels, tokenizer)
 
+    def words_of(self, prepared: PreparedClip, options: AnalysisOptions) -> str | None:
+        """The subtitle the prompt carries (None when left out), within its limits whatever
+        its source: typed, a subtitle file or Whisper."""
+        words = None if "subtitle" in options.leave_out else prepared.subtitle.text
+        check_text("subtitle", words, self.model.tokenizer)
+        return words
+
     # -- 1. prepare and encode ---------------------------------------------------------
     def prepare(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
                 options: AnalysisOptions = DEFAULT_OPTIONS) -> tuple[PreparedClip, EncodedClip]:
@@ -117,8 +124,7 @@ class Engine:
         with _timed(timings, "prepare_and_encode"):
             prepared, encoded = self.prepare(clip, subtitle, options)
         timings = {**prepared.timings, **timings}
-        words = None if "subtitle" in options.leave_out else prepared.subtitle.text
-        check_text("subtitle", words, self.model.tokenizer)  # a subtitle file's or Whisper's too
+        words = self.words_of(prepared, options)
         projected = self.model.project(encoded)
 
         yield Event("stage", "scoring every label")
@@ -175,9 +181,8 @@ class Engine:
              options: AnalysisOptions = DEFAULT_OPTIONS) -> ChatSession:
         self.check_text(options, subtitle)
         prepared, encoded = self.prepare(clip, subtitle, options)
-        words = None if "subtitle" in options.leave_out else prepared.subtitle.text
-        check_text("subtitle", words, self.model.tokenizer)
-        return ChatSession(self.model, self.writer, words, self.model.project(encoded), options)
+        return ChatSession(self.model, self.writer, self.words_of(prepared, options), self.model.project(encoded),
+                           options)
 
 
 def answer_prompt(options: AnalysisOptions, label: str, words: str | None) -> list[Piece]:
