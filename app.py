@@ -17,6 +17,7 @@ import gradio as gr
 
 from emotion_llama import limits
 from emotion_llama.pipeline import Engine, load_engine
+from emotion_llama.text_limits import max_label_list_chars
 from emotion_llama.ui import forms, handlers, render
 from emotion_llama.ui.handlers import GENERIC_FAILURE, AnalysisView, Demo
 from emotion_llama.ui.sessions import Janitor
@@ -105,7 +106,7 @@ def input_column() -> dict[str, gr.components.Component]:
                                max_length=limits.get("max_question_chars")),
         "label_set": gr.Radio(forms.LABEL_SET_CHOICES, value=DEFAULT_LABEL_SET, label="Candidate emotions"),
         "custom_labels": gr.Textbox(label="Your labels, separated by commas", visible=False,
-                                    max_length=limits.get("max_labels") * (limits.get("max_label_chars") + 2),
+                                    max_length=max_label_list_chars(),
                                     placeholder="calm, tense, joyful"),
     }
     with gr.Accordion("Advanced", open=False):

@@ -34,10 +34,14 @@ def check_labels(labels: tuple[str, ...], tokenizer=None) -> None:
         check_text("label", label, tokenizer)
 
 
+def max_label_list_chars() -> int:
+    """Characters of a typed label list: the most labels at the longest length, with ", " between."""
+    return get("max_labels") * (get("max_label_chars") + 2)
+
+
 def check_label_list(text: str) -> None:
-    """A typed, comma-separated label list, before it is split: at most the most labels
-    at the longest length each."""
-    allowed = get("max_labels") * (get("max_label_chars") + 2)
+    """A typed, comma-separated label list, before it is split."""
+    allowed = max_label_list_chars()
     if len(text) > allowed:
         raise TextTooLongError(
             f"the label list has {len(text):,} characters; at most {allowed:,} are accepted "
