@@ -23,6 +23,10 @@ each run in a worker thread as in the app (see ``timed``):
   streamed reasoning, the old way on the unmerged model / the new way on the merged one
   (the sum of the measured medians; encoding and the attention pass are not included).
 
+- ``redraft_batch_ratio``: 3 sampled redrafts of ``--tokens`` tokens as one batch / one
+  after another; ``worst_case_reasoning_s``: the analysis plus those redrafts (the wait when
+  every draft argues for another label), one by one / batched.
+
 Targets from the issue: overhead_ratio <= 1.15, label_scoring_ratio <= 0.4.
 """
 
@@ -44,12 +48,12 @@ sys.path.insert(0, str(REPO))
 
 from emotion_llama.config import LoraSettings, tiny
 from emotion_llama.explain import probabilities_from_scores
-from emotion_llama.model import EmotionLlama, whole_sequence_log_likelihoods
+from emotion_llama.model import EmotionLlama, generate_ids, whole_sequence_log_likelihoods
 from emotion_llama.pipeline import Engine
 from emotion_llama.prompts import answer_pieces, first_turn, user_turn
 from emotion_llama.tokenizer import train_tokenizer
-from emotion_llama.vocab import MERR_LABELS, GenerationSettings
-from emotion_llama.writing import Writer
+from emotion_llama.vocab import MERR_LABELS, REASONING_REDRAFTS, GenerationSettings
+from emotion_llama.writing import Writer, redraft_settings
 
 LAYERS, WIDTH, HEADS, VOCAB = 8, 512, 8, 32_000
 SUBTITLE = "I told you twice, and nobody listened to a word I said."
@@ -161,6 +165,22 @@ def medians(runs: dict[str, callable], repeats: int) -> tuple[dict[str, float], 
     return {name: statistics.median(t) for name, t in times.items()}, results
 
 
+def measure_redrafts(model: EmotionLlama, sequence, settings: GenerationSettings, repeats: int,
+                     count: int = REASONING_REDRAFTS) -> dict:
+    """The redrafts of a reasoning that argued for another label: ``count`` sampled drafts
+    one after another (as before) against one batch of ``count`` (``Writer.redrafts``)."""
+    sampled = redraft_settings(settings, 1)
+    times, drafts = medians({
+        "one_by_one": lambda: [generate_ids(model, sequence, replace(sampled, seed=sampled.seed + i))[0]
+                               for i in range(count)],
+        "batch": lambda: generate_ids(model, sequence, sampled, count=count),
+    }, repeats)
+    if not all(len(ids) == settings.max_new_tokens for ids in drafts["batch"]):
+        raise SystemExit("a batched draft stopped early")
+    return {"redrafts": count, "redraft_s": {name: round(s, 3) for name, s in times.items()},
+            "redraft_batch_ratio": round(times["batch"] / times["one_by_one"], 3)}
+
+
 def measure(tokens: int, repeats: int) -> dict:
     unmerged, merged = build_model(), build_model().merge_lora()
     projected = projected_tokens()
@@ -196,6 +216,14 @@ def measure(tokens: int, repeats: int) -> dict:
     }
 
 
+def worst_case(figures: dict, redrafts: dict) -> dict:
+    """The longest reasoning wait (every draft argues for another label), before and now:
+    label scoring plus the first draft plus the redrafts one by one / as one batch."""
+    first = figures["analysis_after_s"]
+    return {"worst_case_reasoning_s": {"one_by_one": round(first + redrafts["redraft_s"]["one_by_one"], 3),
+                                       "batch": round(first + redrafts["redraft_s"]["batch"], 3)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per run (100-200)")
@@ -206,6 +234,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = measure(args.tokens, args.repeats)
+    model = build_model().merge_lora()
+    settings = GenerationSettings(do_sample=False, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
+    redrafts = measure_redrafts(model, model.assemble(first_turn(user_turn("reason", subtitle=SUBTITLE)),
+                                                      projected_tokens()), settings, args.repeats)
+    figures = {**figures, **redrafts, **worst_case(figures, redrafts)}
     if args.json:
         print(json.dumps(figures, indent=1))
         return

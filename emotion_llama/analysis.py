@@ -73,7 +73,8 @@ class ReasoningCheck:
     """Whether the reasoning shown concludes with the label shown beside it.
 
     ``argued`` is the label the reasoning argues for (the last candidate it names),
-    ``drafts`` how many reasonings were written.
+    ``drafts`` the number of the draft shown (1: the first; 2 and on: a redraft, the
+    redrafts being written as one batch), or how many were written when none agreed.
     """
 
     label: str

@@ -140,28 +140,11 @@ class EmotionLlama(nn.Module):
 
     # -- 4. run the LLM --------------------------------------------------------------
     @torch.no_grad()
-    def generate(
-        self,
-        sequence: AssembledSequence,
-        settings: GenerationSettings = REFERENCE_GENERATION,
-        streamer=None,
-        stop: threading.Event | None = None,
-    ) -> list[int]:
+    def generate(self, sequence: AssembledSequence, settings: GenerationSettings = REFERENCE_GENERATION,
+                 streamer=None, stop: threading.Event | None = None) -> list[int]:
         """Answer token ids (without the closing ``</s>``). Greedy when ``do_sample`` is off;
         setting ``stop`` ends the generation after the token being computed."""
-        check_prompt_length("prompt", len(sequence) + 1, settings.max_context_tokens)
-        kwargs = _generate_kwargs(settings, settings.max_context_tokens - len(sequence), self.tokenizer, stop)
-        with self.lock, _seeded(settings.seed if settings.do_sample else None):
-            out = self.llama_model.generate(
-                inputs_embeds=sequence.inputs_embeds,
-                attention_mask=torch.ones(1, len(sequence), dtype=torch.long, device=self.device),
-                streamer=streamer,
-                **kwargs,
-            )
-        ids = out[0].tolist()
-        if ids and ids[-1] == self.tokenizer.eos_token_id:
-            ids = ids[:-1]
-        return ids
+        return generate_ids(self, sequence, settings, streamer=streamer, stop=stop)[0]
 
     @torch.no_grad()
     def label_log_likelihoods(self, prefix: AssembledSequence, answers: list[AssembledSequence]) -> torch.Tensor:
@@ -196,6 +179,26 @@ class EmotionLlama(nn.Module):
 
 
 @torch.no_grad()
+def generate_ids(model: EmotionLlama, sequence: AssembledSequence, settings: GenerationSettings,
+                 count: int = 1, streamer=None, stop: threading.Event | None = None) -> list[list[int]]:
+    """``count`` answers to one prompt, generated as one batch (sampled drafts share the
+    prompt's prefill and each decoding step), each without its closing ``</s>``."""
+    check_prompt_length("prompt", len(sequence) + 1, settings.max_context_tokens)
+    kwargs = _generate_kwargs(settings, settings.max_context_tokens - len(sequence), model.tokenizer, stop)
+    with model.lock, _seeded(settings.seed if settings.do_sample else None):
+        out = model.llama_model.generate(
+            inputs_embeds=sequence.inputs_embeds,
+            attention_mask=torch.ones(1, len(sequence), dtype=torch.long, device=model.device),
+            streamer=streamer, num_return_sequences=count, **kwargs,
+        )
+    return [_until_eos(row.tolist(), model.tokenizer.eos_token_id) for row in out]
+
+
+def _until_eos(ids: list[int], eos: int) -> list[int]:
+    """The ids before the first ``</s>`` (a batch pads finished answers after it)."""
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
 def whole_sequence_log_likelihoods(model: EmotionLlama, sequences: list[AssembledSequence]) -> torch.Tensor:
     """``EmotionLlama.label_log_likelihoods`` the old way, for tests and
     benchmarks/bench_generation.py: every whole sequence (prompt, answer, ``</s>``) in one

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from .analysis import Event, ReasoningCheck
+from .model import generate_ids
 from .processor import AssembledSequence
 from .vocab import REDRAFT_TEMPERATURE, GenerationSettings
 
@@ -82,30 +83,35 @@ class Writer:
         self, sequence: AssembledSequence, label: str, labels: tuple[str, ...], settings: GenerationSettings,
         redrafts: int, *, stream: bool = True,
     ) -> Generator[Event, None, tuple[str, ReasoningCheck]]:
-        """Write the reasoning for ``label`` (``sequence`` asks for it as a follow-up),
-        redrafting while it argues for another label; yields progress (text only when
-        ``stream``) and returns the reasoning kept and its ``ReasoningCheck``. A first draft
-        that names no label (cut short by the token limit, say) is kept as it is; a
-        redraft that names none does not replace the first draft."""
-        first: tuple[str, str | None] | None = None
-        argued: str | None = None
-        for draft in range(redrafts + 1):
-            if draft:
-                yield Event("stage", f"the reasoning argued for {argued or 'no label'}, not {label}: "
-                                     f"draft {draft + 1} of {redrafts + 1}")
-            text = ""
-            with closing(self.write(sequence, settings if draft == 0 else redraft_settings(settings, draft),
-                                    stream)) as drafts:
-                for text in drafts:
-                    if stream:
-                        yield Event("text", text)
-            argued = argued_label(text, labels)
-            first = first or (text, argued)
-            if argued == label or (argued is None and draft == 0):
-                return text, ReasoningCheck(label, argued, draft + 1)
-        if stream and redrafts:
-            yield Event("text", first[0])
-        return first[0], ReasoningCheck(label, first[1], redrafts + 1)
+        """Write the reasoning for ``label`` (``sequence`` asks for it as a follow-up); when it
+        argues for another label, sample ``redrafts`` more drafts as one batch and keep the
+        first that agrees. Yields progress (text only when ``stream``) and returns the
+        reasoning kept and its ``ReasoningCheck``. A first draft that names no label (cut
+        short by the token limit, say) is kept as it is; so is the first draft when no
+        redraft agrees. The wait is at most two generations: the first draft, then the batch."""
+        text = ""
+        with closing(self.write(sequence, settings, stream)) as drafts:
+            for text in drafts:
+                if stream:
+                    yield Event("text", text)
+        argued = argued_label(text, labels)
+        if argued == label or argued is None or not redrafts:
+            return text, ReasoningCheck(label, argued, 1)
+        yield Event("stage", f"the reasoning argued for {argued}, not {label}: "
+                             f"writing {redrafts} more draft{'s' if redrafts > 1 else ''} at once")
+        for number, redraft in enumerate(self.redrafts(sequence, redraft_settings(settings, 1), redrafts),
+                                           start=2):
+            if argued_label(redraft, labels) == label:
+                if stream:
+                    yield Event("text", redraft)
+                return redraft, ReasoningCheck(label, label, number)
+        return text, ReasoningCheck(label, argued, redrafts + 1)
+
+    def redrafts(self, sequence: AssembledSequence, settings: GenerationSettings, count: int) -> list[str]:
+        """``count`` drafts of the answer to ``sequence`` (sampled when ``settings`` say so),
+        generated as one batch."""
+        ids = generate_ids(self.model, sequence, settings, count=count)
+        return [self.model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 
     def reasoning_quietly(self, sequence: AssembledSequence, label: str, labels: tuple[str, ...],
                           settings: GenerationSettings, redrafts: int) -> tuple[str, ReasoningCheck]:

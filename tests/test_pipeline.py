@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 
 from media_factory import media  # noqa: F401 - fixture
 
 from emotion_llama.cache import ClipCache
-from emotion_llama.pipeline import AnalysisOptions, Engine
+from emotion_llama.model import generate_ids
+from emotion_llama.pipeline import AnalysisOptions, Engine, answer_prompt
 from emotion_llama.vocab import GenerationSettings
 
 OPTIONS = AnalysisOptions(task="reason", generation=GenerationSettings(do_sample=True, max_new_tokens=8, seed=3))
@@ -79,18 +81,24 @@ HAPPY = "The corners of the mouth are pulled up, so the person feels happy."
 NEITHER = "The face is hard to read."
 
 
-def scripted(engine: Engine, monkeypatch, drafts: list[str]) -> list[GenerationSettings]:
-    """Make ``engine`` score "happy" highest and write ``drafts`` in turn; returns the
-    generation settings each draft was asked with."""
-    asked: list[GenerationSettings] = []
+def scripted(engine: Engine, monkeypatch, first: str, redrafts: list[str] | None = None) -> list[tuple]:
+    """Make ``engine`` score "happy" highest, write ``first`` as the first draft and
+    ``redrafts`` as the batch of redrafts; returns each generation asked for, as
+    (settings, how many drafts)."""
+    asked: list[tuple] = []
     probabilities = {"happy": 0.55, "sad": 0.35, "neutral": 0.1}
     monkeypatch.setattr(engine, "label_probabilities", lambda *args: dict(probabilities))
 
     def stream(sequence, settings):
-        asked.append(settings)
-        yield drafts[len(asked) - 1]
+        asked.append((settings, 1))
+        yield first
+
+    def batch(sequence, settings, count):
+        asked.append((settings, count))
+        return list(redrafts or [])[:count]
 
     monkeypatch.setattr(engine.writer, "stream", stream)
+    monkeypatch.setattr(engine.writer, "redrafts", batch)
     return asked
 
 
@@ -99,25 +107,25 @@ def reason_options(redrafts: int) -> AnalysisOptions:
                            reasoning_redrafts=redrafts, generation=GenerationSettings(do_sample=False, seed=5))
 
 
-def test_a_reasoning_for_another_label_is_redrafted_until_it_agrees(tiny_model, prepared_clip, monkeypatch):
+def test_a_reasoning_for_another_label_is_redrafted_in_one_batch(tiny_model, prepared_clip, monkeypatch):
     engine = engine_for(tiny_model)
-    asked = scripted(engine, monkeypatch, [SAD, "It is sad, or neutral.", HAPPY, SAD])
+    asked = scripted(engine, monkeypatch, SAD, ["It is sad, or neutral.", HAPPY, SAD])
     analysis = engine.analyze(prepared_clip, options=reason_options(3))
     assert analysis.label == "happy"
     assert analysis.answer == HAPPY
     assert analysis.to_json()["reasoning_check"] == {
         "label": "happy", "argued": "happy", "agrees": True, "drafts": 3, "first_agreed": False}
     assert not any("reasoning argues" in w for w in analysis.warnings)
-    # The first draft uses the user's settings; redrafts sample, each with its own seed.
-    assert not asked[0].do_sample and all(s.do_sample for s in asked[1:])
-    assert len({s.seed for s in asked}) == 3
+    # Two generations at most: the first draft with the user's settings, then 3 sampled at once.
+    assert [count for _, count in asked] == [1, 3]
+    assert not asked[0][0].do_sample and asked[1][0].do_sample
 
 
 def test_when_no_draft_agrees_the_first_is_shown_with_a_warning(tiny_model, prepared_clip, monkeypatch):
     engine = engine_for(tiny_model)
-    asked = scripted(engine, monkeypatch, [SAD, NEITHER, "Neutral, I think."])  # a redraft naming no label is skipped too
+    asked = scripted(engine, monkeypatch, SAD, [NEITHER, "Neutral, I think."])  # a redraft naming no label is skipped too
     analysis = engine.analyze(prepared_clip, options=reason_options(2))
-    assert len(asked) == 3
+    assert [count for _, count in asked] == [1, 2]
     assert analysis.answer == SAD
     check = analysis.reasoning_check
     assert (check.argued, check.agrees, check.drafts) == ("sad", False, 3)
@@ -126,7 +134,7 @@ def test_when_no_draft_agrees_the_first_is_shown_with_a_warning(tiny_model, prep
 
 def test_without_redrafts_the_first_reasoning_is_kept(tiny_model, prepared_clip, monkeypatch):
     engine = engine_for(tiny_model)
-    asked = scripted(engine, monkeypatch, [SAD, HAPPY])
+    asked = scripted(engine, monkeypatch, SAD, [HAPPY])
     analysis = engine.analyze(prepared_clip, options=reason_options(0))
     assert len(asked) == 1 and analysis.answer == SAD
     assert analysis.reasoning_check.drafts == 1
@@ -134,7 +142,7 @@ def test_without_redrafts_the_first_reasoning_is_kept(tiny_model, prepared_clip,
 
 def test_other_tasks_are_answered_once_without_a_check(tiny_model, prepared_clip, monkeypatch):
     engine = engine_for(tiny_model)
-    asked = scripted(engine, monkeypatch, [SAD, HAPPY])
+    asked = scripted(engine, monkeypatch, SAD, [HAPPY])
     options = AnalysisOptions(task="emotion", labels=("happy", "sad", "neutral"), explain=False, reasoning_redrafts=3)
     analysis = engine.analyze(prepared_clip, options=options)
     assert len(asked) == 1 and analysis.reasoning_check is None
@@ -142,11 +150,25 @@ def test_other_tasks_are_answered_once_without_a_check(tiny_model, prepared_clip
 
 def test_a_reasoning_that_names_no_label_is_not_redrafted(tiny_model, prepared_clip, monkeypatch):
     engine = engine_for(tiny_model)
-    asked = scripted(engine, monkeypatch, [NEITHER, HAPPY])  # e.g. cut short by the token limit
+    asked = scripted(engine, monkeypatch, NEITHER, [HAPPY])  # e.g. cut short by the token limit
     analysis = engine.analyze(prepared_clip, options=reason_options(3))
     assert len(asked) == 1 and analysis.answer == NEITHER
     assert (analysis.reasoning_check.argued, analysis.reasoning_check.agrees) == (None, False)
     assert not any("reasoning argues" in w for w in analysis.warnings)
+
+
+def test_redrafts_are_sampled_as_one_reproducible_batch(tiny_model, prepared_clip):
+    engine = engine_for(tiny_model)
+    _, encoded = engine.prepare(prepared_clip)
+    sequence = tiny_model.assemble(answer_prompt(reason_options(3), "happy", None), tiny_model.project(encoded))
+    greedy = GenerationSettings(do_sample=False, max_new_tokens=12, min_new_tokens=12)
+    assert generate_ids(tiny_model, sequence, greedy)[0] == tiny_model.generate(sequence, greedy)
+    sampled = replace(greedy, do_sample=True, temperature=1.5, seed=3)
+    batch = generate_ids(tiny_model, sequence, sampled, count=3)
+    assert len(batch) == 3 and all(len(ids) == 12 for ids in batch)
+    assert len({tuple(ids) for ids in batch}) > 1  # the drafts differ from each other
+    assert generate_ids(tiny_model, sequence, sampled, count=3) == batch  # the same seed, the same drafts
+    assert engine.writer.redrafts(sequence, sampled, 2) == engine.writer.redrafts(sequence, sampled, 2)
 
 
 def test_without_whisper_the_result_says_why_there_is_no_subtitle(tiny_model, media, tmp_path, monkeypatch):
