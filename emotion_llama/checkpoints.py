@@ -250,11 +250,13 @@ def load_official(
     dtype: torch.dtype = torch.float16,
     config: EmotionLlamaConfig | None = None,
     token: str | None = None,
+    quantization=None,
 ):
     """Build the ``official`` preset from its published sources (local paths or the Hub).
 
     The model skeleton is created on the meta device and every frozen part is assigned
-    from its source, so no random 7B model is ever allocated.
+    from its source, so no random 7B model is ever allocated. ``quantization``: a
+    transformers ``BitsAndBytesConfig`` for the LLM (``runtime.quantization``), or None.
     """
     import os
 
@@ -283,7 +285,7 @@ def load_official(
         "face": fetch(ViTMAEModel, sources.face, mask_ratio=0.0),
         "temporal": fetch(VideoMAEModel, sources.temporal),
         "audio": fetch(HubertModel, sources.audio),
-        "llm": fetch(LlamaForCausalLM, sources.llm),
+        "llm": fetch(LlamaForCausalLM, sources.llm, quantization_config=quantization),
     }
     # What no source provides yet (EVA, adapters, LoRA) starts on the meta device and is
     # assigned below; nothing random of the official size is ever allocated.
@@ -303,5 +305,10 @@ def load_official(
             f"{len(still_meta)} tensors have no source (e.g. {still_meta[0]}): set EMOTION_LLAMA_CHECKPOINT "
             "to the Emotion-LLaMA .pth file"
         )
-    return model.to(device=device).eval()
+    if quantization is None:
+        return model.to(device=device).eval()
+    for name, part in model.named_children():  # a quantised LLM is already placed and cannot be moved
+        if name != "llama_model":
+            part.to(device=device)
+    return model.eval()
 

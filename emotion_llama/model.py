@@ -64,6 +64,7 @@ class EmotionLlama(nn.Module):
         self.encoders.requires_grad_(False)
         self.lock = threading.RLock()  # generation and the attention pass must not interleave
         self.lora_merged = False  # set by ``merge_lora``: inference only from then on
+        self.static_decoding = False  # static KV cache (compiled on CUDA): ``runtime.compiled_decoding``
 
     # -- parameter groups ------------------------------------------------------------
     def encoder_fingerprint(self) -> str:
@@ -185,6 +186,8 @@ def generate_ids(model: EmotionLlama, sequence: AssembledSequence, settings: Gen
     prompt's prefill and each decoding step), each without its closing ``</s>``."""
     check_prompt_length("prompt", len(sequence) + 1, settings.max_context_tokens)
     kwargs = _generate_kwargs(settings, settings.max_context_tokens - len(sequence), model.tokenizer, stop)
+    if model.static_decoding:  # one cache size for every request, so the compiled graphs are reused
+        kwargs.update(cache_implementation="static", max_cache_len=settings.max_context_tokens)
     with model.lock, _seeded(settings.seed if settings.do_sample else None):
         out = model.llama_model.generate(
             inputs_embeds=sequence.inputs_embeds,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import runtime
 from .analysis import DEFAULT_OPTIONS, Analysis, AnalysisOptions, Event, ReasoningCheck, torn_warning
 from .asr import find_subtitle
 from .cache import SHARED, ClipCache
@@ -215,23 +216,43 @@ def random_tiny_model(seed: int = 0) -> EmotionLlama:
 def load_engine(weights: str | None = None, *, device: str | None = None) -> Engine:
     """``weights``: a folder saved by ``save_pretrained``, ``"official"``, or None for the
     default (``EMOTION_LLAMA_WEIGHTS``, else the shipped tiny model). The engine's model has
-    its LoRA merged (``EmotionLlama.merge_lora``): it answers, it is not trained or saved."""
-    from .checkpoints import from_pretrained, load_official
+    its LoRA merged (``EmotionLlama.merge_lora``) unless its LLM is quantised: it answers, it
+    is not trained or saved. ``runtime.py`` settings choose precision, quantisation and
+    compiled decoding."""
+    from .checkpoints import from_pretrained
     from .errors import WeightsUnavailableError
 
     weights = weights or os.environ.get("EMOTION_LLAMA_WEIGHTS")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if weights == "official":
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        model = load_official(device=device, dtype=dtype).merge_lora()
-        return Engine(model, {"weights": "official", "device": device, "dtype": str(dtype).removeprefix("torch.")})
-    folder = Path(weights) if weights else TINY_WEIGHTS
-    if folder.is_dir() and (folder / "model.safetensors").is_file():
-        model = from_pretrained(folder, device=device).merge_lora()
-        return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"},
-                      familiarity=FeatureStats.load(folder, model.encoder_fingerprint()))
-    if weights:
-        raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
-    warning = "untrained tiny model: answers are noise until trained weights are installed"
-    return Engine(random_tiny_model().to(device).merge_lora(),
-                  {"weights": "tiny (random)", "device": device, "dtype": "float32", "warning": warning})
+        engine = _official_engine(device)
+    else:
+        folder = Path(weights) if weights else TINY_WEIGHTS
+        if folder.is_dir() and (folder / "model.safetensors").is_file():
+            model = from_pretrained(folder, device=device).merge_lora()
+            engine = Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"},
+                            familiarity=FeatureStats.load(folder, model.encoder_fingerprint()))
+        elif weights:
+            raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
+        else:
+            warning = "untrained tiny model: answers are noise until trained weights are installed"
+            engine = Engine(random_tiny_model().to(device).merge_lora(),
+                            {"weights": "tiny (random)", "device": device, "dtype": "float32", "warning": warning})
+    engine.model.static_decoding = runtime.compiled_decoding(device)
+    engine.info["decoding"] = "static cache, compiled" if engine.model.static_decoding else "dynamic cache"
+    return engine
+
+
+def _official_engine(device: str) -> Engine:
+    """The official weights at ``EMOTION_LLAMA_DTYPE``, quantised when ``EMOTION_LLAMA_QUANT`` asks."""
+    from .checkpoints import load_official
+
+    dtype = runtime.llm_dtype(device)
+    quantization = runtime.quantization(device, dtype)
+    runtime.compiled_decoding(device)  # a bad setting is refused before 14 GB are fetched
+    model = load_official(device=device, dtype=dtype, quantization=quantization)
+    if quantization is None:
+        model = model.merge_lora()
+    info = {"weights": "official", "device": device, "dtype": str(dtype).removeprefix("torch."),
+            "quantization": runtime.choice("quant")}
+    return Engine(model, info)
