@@ -7,6 +7,11 @@ loaded once at start-up. Handlers, rendering and upload hygiene live in
 
 from __future__ import annotations
 
+try:  # Hugging Face ZeroGPU: imported before torch initialises CUDA (a no-op elsewhere).
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
 import argparse
 import functools
 import json
@@ -23,16 +28,6 @@ from emotion_llama.ui.handlers import GENERIC_FAILURE, AnalysisView, Demo
 from emotion_llama.ui.sessions import Janitor
 from emotion_llama.ui.uploads import UploadStore
 from emotion_llama.vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, MAX_ANSWER_TOKENS, TAGGED_TASKS
-
-try:  # Hugging Face ZeroGPU: borrows a GPU per call; without the package (or off Spaces) a no-op.
-    import spaces
-
-    gpu = spaces.GPU(duration=120)
-except ImportError:
-
-    def gpu(function):
-        return function
-
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
@@ -56,11 +51,12 @@ __all__ = ["GENERIC_FAILURE", "build_demo", "launch", "main"]
 log = logging.getLogger("emotion_llama.app")
 
 
-def bind(handler, demo: Demo, on_gpu: bool = True):
-    """``handler`` with the demo filled in, named as itself (Gradio reads the signature)."""
+def bind(handler, demo: Demo):
+    """``handler`` with the demo filled in, named as itself (Gradio reads the signature).
+    Handlers run in the server; their model work borrows the GPU (``ui/gpu.py``)."""
     bound = functools.partial(handler, demo)
     bound.__name__ = handler.__name__
-    return gpu(bound) if on_gpu else bound
+    return bound
 
 
 def build_demo(engine: Engine) -> gr.Blocks:
@@ -171,7 +167,7 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
     form["task"].change(lambda t: gr.update(visible=t == "free"), form["task"], form["question"], **private)
     form["label_set"].change(lambda s: gr.update(visible=s == "custom"), form["label_set"], form["custom_labels"],
                              **private)
-    reset = bind(handlers.reset_chat, demo, on_gpu=False)
+    reset = bind(handlers.reset_chat, demo)
     form["video"].change(reset, chat["session"], [chat["chatbot"], chat["session"]], **private)
 
     fields = [form[name] for name in ("video", "subtitle", "task", "question", "label_set", "custom_labels",

@@ -68,21 +68,29 @@ class Engine:
         return words
 
     # -- 1. prepare and encode ---------------------------------------------------------
-    def prepare(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
-                options: AnalysisOptions = DEFAULT_OPTIONS) -> tuple[PreparedClip, EncodedClip]:
-        """The clip decoded and encoded for ``options``: from a file through the cache, or
-        a ``PreparedClip`` (media decoded by the caller) as it is. A typed ``subtitle``
+    def decoded(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
+                options: AnalysisOptions = DEFAULT_OPTIONS) -> PreparedClip:
+        """The clip decoded for ``options`` (media, faces, subtitle: CPU work only, which on
+        ZeroGPU runs outside the borrowed GPU), through the cache. A typed ``subtitle``
         replaces the clip's own."""
         if isinstance(clip, PreparedClip):
             if subtitle and subtitle.strip():
                 clip = replace(clip, subtitle=find_subtitle(None, None, typed=subtitle))
-            return clip, without(self.model.encode(clip, timings=clip.timings), options.zeroed)
+            return clip
         key = self.cache.key(clip)
         decoded = self.cache.decoded(key, clip)
         frame = frame_for(options.frame_choice, options.demo_parity)
-        prepared = decoded.prepared(frame, self.cache.subtitle(key, clip, decoded, subtitle))
-        encoded = self.cache.encoded((key, frame, self.encoders_key),
-                                     lambda: self.model.encode(prepared, timings=prepared.timings))
+        return decoded.prepared(frame, self.cache.subtitle(key, clip, decoded, subtitle))
+
+    def prepare(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
+                options: AnalysisOptions = DEFAULT_OPTIONS) -> tuple[PreparedClip, EncodedClip]:
+        """The clip decoded and encoded for ``options``: from a file through the cache, or
+        a ``PreparedClip`` (media decoded by the caller) encoded as it is."""
+        prepared = self.decoded(clip, subtitle, options)
+        if isinstance(clip, PreparedClip):
+            return prepared, without(self.model.encode(prepared, timings=prepared.timings), options.zeroed)
+        key = (self.cache.key(clip), frame_for(options.frame_choice, options.demo_parity), self.encoders_key)
+        encoded = self.cache.encoded(key, lambda: self.model.encode(prepared, timings=prepared.timings))
         return prepared, without(encoded, options.zeroed)
 
     @property

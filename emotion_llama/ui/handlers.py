@@ -19,11 +19,13 @@ from typing import Any
 import gradio as gr
 
 from ..analysis import Analysis, AnalysisOptions, Event
+from ..chat import ChatSession
 from ..errors import EmotionLlamaError, PromptError
 from ..pipeline import Engine
 from ..vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, TASKS
 from . import render
 from .forms import options_from_form
+from .gpu import GpuWork
 from .sessions import ChatTicket, Conversation, ConversationStore
 from .uploads import UploadStore
 
@@ -40,6 +42,10 @@ class Demo:
     engine: Engine
     store: UploadStore
     conversations: ConversationStore = field(default_factory=ConversationStore)
+    work: GpuWork | None = None  # the model's share of each request (``gpu.py``); made from ``engine``
+
+    def __post_init__(self) -> None:
+        self.work = self.work or GpuWork(self.engine)
 
 
 @dataclass
@@ -107,7 +113,9 @@ def analysis_events(demo: Demo, video: str | None, subtitle: str | None,
                     options: AnalysisOptions) -> Iterator[Event | Analysis]:
     if not video:
         raise PromptError(NO_CLIP)
-    yield from demo.engine.analyze_iter(video, (subtitle or "").strip() or None, options)
+    words = (subtitle or "").strip() or None
+    demo.engine.check_text(options, words)
+    yield from demo.work.analysis(demo.engine.decoded(video, words, options), options)
 
 
 # -- Analyze -----------------------------------------------------------------------------------
@@ -160,7 +168,8 @@ def conversation_of(demo: Demo, video: str | None, subtitle: str | None, options
     if ticket is not None and ticket.key == key:
         return ticket, demo.conversations.get(ticket)
     demo.conversations.close(ticket)
-    ticket = demo.conversations.open(key, demo.engine.chat(video, words, options))
+    demo.engine.check_text(options, words)
+    ticket = demo.conversations.open(key, demo.engine.decoded(video, words, options))
     return ticket, demo.conversations.get(ticket)
 
 
@@ -174,11 +183,17 @@ def chat_turn(demo: Demo, video, subtitle, message, task, options: AnalysisOptio
     if task == "free" and not question:
         raise PromptError("type a question, or use one of the buttons")
     ticket, conversation = conversation_of(demo, video, subtitle, options, ticket)
-    with conversation.lock, closing(conversation.session.ask(question, task, options.generation)) as replies:
+    with conversation.lock, closing(demo.work.reply(conversation.session, question, task, options.generation,
+                                                    options)) as replies:
+        text = ""
         for reply in replies:
-            yield reply, ticket, conversation
+            if isinstance(reply, ChatSession):  # the turn is complete: keep the session holding it
+                conversation.session = reply
+            else:
+                text = reply
+                yield text, ticket, conversation
         if done:
-            done(reply, conversation)
+            done(text, conversation)
 
 
 def chat(demo: Demo, message, task, state, video, subtitle, label_set, custom_labels, temperature,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .. import limits
 from ..chat import ChatSession
+from ..clip import PreparedClip
 from ..errors import SessionExpiredError
 
 
@@ -31,9 +32,10 @@ class ChatTicket:
 
 @dataclass
 class Conversation:
-    """One conversation about one clip with one set of settings; one turn at a time."""
+    """One conversation about one clip with one set of settings; one turn at a time.
+    ``session`` is the decoded clip until the first turn has encoded it (on the GPU)."""
 
-    session: ChatSession
+    session: ChatSession | PreparedClip
     lock: threading.Lock = field(default_factory=threading.Lock)
     messages: list[dict[str, str]] = field(default_factory=list)
     last_used: float = 0.0
@@ -51,7 +53,7 @@ class ConversationStore:
     def __len__(self) -> int:
         return len(self._open)
 
-    def open(self, key: tuple, session: ChatSession) -> ChatTicket:
+    def open(self, key: tuple, session: ChatSession | PreparedClip) -> ChatTicket:
         """Keep ``session``, closing the least recently used one if the store is full."""
         ticket = ChatTicket(secrets.token_hex(8), key)
         with self._lock:
