@@ -10,6 +10,7 @@ keeps the encoded clip so that follow-up questions do not re-encode it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -224,14 +225,32 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
     if weights == "official":
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         model = load_official(device=device, dtype=dtype).merge_lora()
-        return Engine(model, {"weights": "official", "device": device, "dtype": str(dtype).removeprefix("torch.")})
+        return Engine(model, {"weights": "official", "device": device, "dtype": str(dtype).removeprefix("torch."),
+                              "weights_sha256": official_sha256(model.config.sources.checkpoint)})
     folder = Path(weights) if weights else TINY_WEIGHTS
     if folder.is_dir() and (folder / "model.safetensors").is_file():
         model = from_pretrained(folder, device=device).merge_lora()
-        return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"},
+        return Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32",
+                              "weights_sha256": file_sha256(folder / "model.safetensors")},
                       familiarity=FeatureStats.load(folder, model.encoder_fingerprint()))
     if weights:
         raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
     warning = "untrained tiny model: answers are noise until trained weights are installed"
     return Engine(random_tiny_model().to(device).merge_lora(),
-                  {"weights": "tiny (random)", "device": device, "dtype": "float32", "warning": warning})
+                  {"weights": "tiny (random)", "device": device, "dtype": "float32", "weights_sha256": "random",
+                   "warning": warning})
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The file's SHA-256, read in chunks (a 13 GB checkpoint never sits in memory at once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def official_sha256(checkpoint: str | None) -> str:
+    """The official model's fingerprint: the Emotion-LLaMA checkpoint's hash (the file that makes
+    the frozen published encoders and LLaMA-2 this model; their sources are named in the config)."""
+    return file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file() else "none (no Emotion-LLaMA checkpoint)"
