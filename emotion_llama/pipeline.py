@@ -216,7 +216,9 @@ def random_tiny_model(seed: int = 0) -> EmotionLlama:
 def load_engine(weights: str | None = None, *, device: str | None = None) -> Engine:
     """``weights``: a folder saved by ``save_pretrained``, ``"official"``, or None for the
     default (``EMOTION_LLAMA_WEIGHTS``, else the shipped tiny model). The engine's model has
-    its LoRA merged (``EmotionLlama.merge_lora``): it answers, it is not trained or saved."""
+    its LoRA merged (``EmotionLlama.merge_lora``): it answers, it is not trained or saved.
+    ``info["weights_sha256"]`` names the weights in reports: the folder's ``model.safetensors``,
+    the official Emotion-LLaMA checkpoint, or ``"random"``."""
     from .checkpoints import from_pretrained, load_official
     from .errors import WeightsUnavailableError
 
