@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from .errors import EmotionLlamaError
+from .errors import ConfigError, EmotionLlamaError
 from .familiarity import DEFAULT_HELD_OUT_EVERY, DEFAULT_QUANTILE
 from .vocab import DEFAULT_FRAME, FRAME_CHOICES, MODALITIES, MODALITY, REFERENCE_GENERATION, TASKS
 
@@ -73,9 +73,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         leave_out=tuple(x for x in (args.leave_out or "").split(",") if x),
         demo_parity=args.demo_parity,
         frame_choice=args.frame,
+        explain=not args.no_explain,
     )
+    if os.path.isdir(args.clip):
+        return analyze_folder(args, options)
+    if args.out:
+        raise ConfigError("--out is for a folder of clips; for one clip use --json or --report")
     engine = load_engine(args.weights, device=args.device)
     analysis = engine.analyze(args.clip, subtitle=args.subtitle, options=options)
+    if args.report:
+        from .report import write_report
+
+        html_path, json_path = write_report(args.report, analysis, options, clip=os.path.basename(args.clip))
+        print(f"report: {html_path} and {json_path}", file=sys.stderr)
     if args.json:
         print(json.dumps(analysis.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -83,6 +93,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{analysis.label} ({best:.0%})\n{analysis.answer}")
         for warning in analysis.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def analyze_folder(args: argparse.Namespace, options) -> int:
+    from .batch import analyze_folder
+
+    if not args.out or args.subtitle or args.report:
+        raise ConfigError("for a folder give --out results.jsonl (no --subtitle or --report: "
+                          "put a subtitle file beside each clip, and make reports one clip at a time)")
+    summary = analyze_folder(args.clip, args.out, options, weights=args.weights, device=args.device,
+                             threads=args.threads, retry_failed=args.retry_failed)
+    print(summary.line())
     return 0
 
 
@@ -188,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     analyze = commands.add_parser("analyze", help="recognise and explain the emotion in one clip")
-    analyze.add_argument("clip")
+    analyze.add_argument("clip", help="a video, or a folder of videos (with --out)")
     analyze.add_argument("--subtitle", help="what the person says (default: sidecar file, Whisper, or none)")
     analyze.add_argument("--task", choices=tuple(TASKS), default="emotion")
     analyze.add_argument("--question", help="your own question (with --task free)")
@@ -203,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-new-tokens", type=int, default=REFERENCE_GENERATION.max_new_tokens)
     analyze.add_argument("--seed", type=int, default=REFERENCE_GENERATION.seed)
     analyze.add_argument("--json", action="store_true")
+    analyze.add_argument("--no-explain", action="store_true", help="skip the attention shares and heatmap (faster)")
+    analyze.add_argument("--report", metavar="FILE", help="also write FILE.html (self-contained) and FILE.json")
+    analyze.add_argument("--out", help="with a FOLDER: append one JSON line per clip here (resumable; failures in "
+                         "OUT.failures.jsonl; split across processes with torchrun or accelerate launch)")
+    analyze.add_argument("--retry-failed", action="store_true", help="with a FOLDER: try clips that failed before")
+    analyze.add_argument("--threads", type=int, default=1, help="with a FOLDER: CPU threads per process (default 1)")
     analyze.set_defaults(run=cmd_analyze)
 
     extract = commands.add_parser(

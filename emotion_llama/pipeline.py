@@ -23,7 +23,7 @@ import torch
 from . import runtime
 from .analysis import DEFAULT_OPTIONS, Analysis, AnalysisOptions, Event, ReasoningCheck, torn_warning
 from .asr import find_subtitle
-from .cache import SHARED, ClipCache
+from .cache import SHARED, ClipCache, file_digest
 from .chat import ChatSession
 from .clip import PreparedClip
 from .config import tiny
@@ -226,7 +226,8 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
     default (``EMOTION_LLAMA_WEIGHTS``, else the shipped tiny model). The engine's model has
     its LoRA merged (``EmotionLlama.merge_lora``) unless its LLM is quantised: it answers, it
     is not trained or saved. ``runtime.py`` settings choose precision, quantisation and
-    compiled decoding."""
+    compiled decoding. ``info["weights_sha256"]`` names the weights in reports: the folder's
+    ``model.safetensors``, the official Emotion-LLaMA checkpoint, or ``"random"``."""
     from .checkpoints import from_pretrained
     from .errors import WeightsUnavailableError
 
@@ -238,14 +239,16 @@ def load_engine(weights: str | None = None, *, device: str | None = None) -> Eng
         folder = Path(weights) if weights else TINY_WEIGHTS
         if folder.is_dir() and (folder / "model.safetensors").is_file():
             model = from_pretrained(folder, device=device).merge_lora()
-            engine = Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32"},
+            engine = Engine(model, {"weights": model.config.preset, "device": device, "dtype": "float32",
+                                    "weights_sha256": file_digest(folder / "model.safetensors")},
                             familiarity=FeatureStats.load(folder, model.encoder_fingerprint()))
         elif weights:
             raise WeightsUnavailableError(f"no Emotion-LLaMA weights in {weights}")
         else:
             warning = "untrained tiny model: answers are noise until trained weights are installed"
             engine = Engine(random_tiny_model().to(device).merge_lora(),
-                            {"weights": "tiny (random)", "device": device, "dtype": "float32", "warning": warning})
+                            {"weights": "tiny (random)", "device": device, "dtype": "float32", "weights_sha256": "random",
+                             "warning": warning})
     engine.model.static_decoding = runtime.compiled_decoding(device)
     engine.info["decoding"] = "static cache, compiled" if engine.model.static_decoding else "dynamic cache"
     return engine
@@ -262,5 +265,11 @@ def _official_engine(device: str) -> Engine:
     if quantization is None:
         model = model.merge_lora()
     info = {"weights": "official", "device": device, "dtype": str(dtype).removeprefix("torch."),
-            "quantization": runtime.choice("quant")}
+            "quantization": runtime.choice("quant"), "weights_sha256": official_sha256(model.config.sources.checkpoint)}
     return Engine(model, info)
+
+
+def official_sha256(checkpoint: str | None) -> str:
+    """The official model's fingerprint: the Emotion-LLaMA checkpoint's hash (the file that makes
+    the frozen published encoders and LLaMA-2 this model; their sources are named in the config)."""
+    return file_digest(checkpoint) if checkpoint and Path(checkpoint).is_file() else "none (no Emotion-LLaMA checkpoint)"

@@ -5,11 +5,10 @@ Plain Python that tests call without a browser; nothing here knows the model's i
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 
 from ..config import WeightSources
+from ..report import inline_image  # noqa: F401 - the page's pictures, shared with the report
 from ..vocab import MODALITIES, MODALITY, TEXT_SPANS
 
 MODALITY_NAMES = {m: MODALITY[m].display for m in MODALITIES}
@@ -82,22 +81,6 @@ def attention_table(modality_attention: dict[str, float]):
     ranked = sorted(modality_attention.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99)
     rows = [(ATTENTION_NAMES.get(name, name), round(100 * share, 1)) for name, share in ranked]
     return pd.DataFrame(rows, columns=["modality", "attention %"])
-
-
-def inline_image(image: np.ndarray | None, alt: str, *, quality: int = 90) -> str:
-    """An RGB array as an HTML ``<img>`` whose bytes travel inside the page (a ``data:`` URL):
-    nothing of the visitor's clip is written to the server's disk or served by URL."""
-    import base64
-
-    import cv2
-
-    if image is None:
-        return ""
-    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        return ""
-    source = "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
-    return f'<img src="{source}" alt="{html.escape(alt)}" style="max-width:100%;max-height:260px;margin-top:26px">'
 
 
 def face_strip(crops: np.ndarray | None, peak_index: int | None, size: int = 96) -> np.ndarray | None:
