@@ -24,6 +24,30 @@ class Subtitle:
 
 
 @dataclass
+class Person:
+    """One face followed through the clip, offered for choosing whom to analyse.
+
+    ``index`` 0 is the face seen most often (the default); ``box`` (x, y, width, height)
+    is where the thumbnail was cut, in the sampled frame ``frame_index``.
+    """
+
+    index: int
+    frames_seen: int
+    frames_sampled: int
+    box: tuple[int, int, int, int]
+    frame_index: int
+    thumbnail: np.ndarray = field(repr=False)  # (96, 96, 3) uint8 RGB
+
+    @property
+    def share(self) -> float:
+        return self.frames_seen / self.frames_sampled if self.frames_sampled else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"index": self.index, "frames_seen": self.frames_seen, "frames_sampled": self.frames_sampled,
+                "share": round(self.share, 3), "box": list(self.box)}
+
+
+@dataclass
 class PreparedClip:
     """One clip turned into the raw inputs of the four encoders.
 
@@ -48,7 +72,15 @@ class PreparedClip:
     other_people: int = 0
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # Share of the sampled frames where the face was seen (found by the detector, not only
+    # estimated between sightings), the same in words, everyone seen, whose face was cropped.
+    face_coverage: float = 0.0
+    face_note: str = ""
+    people: list[Person] = field(default_factory=list)
+    person: int = 0
+    audio_note: str | None = None  # set when the sound is shared by more than one person
 
     @property
     def has_audio(self) -> bool:
         return self.audio is not None and self.audio.size > 0
+
