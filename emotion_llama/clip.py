@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emotion_llama.errors import NoSuchPersonError
+
 SAMPLE_RATE = 16_000
 
 
@@ -21,6 +23,12 @@ class Subtitle:
     source: str  # "user", "sidecar:<name>", "whisper:<model>", "none"
     language: str | None = None
     note: str | None = None
+
+
+def check_person(person: int | None) -> None:
+    """A person index is None or 0 and up; which ones exist is known only once the faces are found."""
+    if person is not None and (isinstance(person, bool) or not isinstance(person, int) or person < 0):
+        raise NoSuchPersonError(f"person must be a number from 0 (the face seen most often) up, not {person!r}.")
 
 
 @dataclass

@@ -77,10 +77,10 @@ class Engine:
                 clip = replace(clip, subtitle=find_subtitle(None, None, typed=subtitle))
             return clip, without(self.model.encode(clip, timings=clip.timings), options.zeroed)
         key = self.cache.key(clip)
-        decoded = self.cache.decoded(key, clip)
+        decoded = self.cache.decoded(key, clip, options.person)
         frame = frame_for(options.frame_choice, options.demo_parity)
         prepared = decoded.prepared(frame, self.cache.subtitle(key, clip, decoded, subtitle))
-        encoded = self.cache.encoded((key, frame, self.encoders_key),
+        encoded = self.cache.encoded((key, decoded.person, frame, self.encoders_key),
                                      lambda: self.model.encode(prepared, timings=prepared.timings))
         return prepared, without(encoded, options.zeroed)
 
@@ -174,7 +174,9 @@ class Engine:
             frame_time=prepared.global_frame_time, warnings=warnings, timings=timings, engine=dict(self.info),
             frame=prepared.global_frame, heatmap=explanation.heatmap if explanation else None,
             face_crops=prepared.face_crops, peak_frame_index=prepared.peak_frame_index, reasoning_check=check,
-            subtitle_note=prepared.subtitle.note, out_of_domain=domain,
+            subtitle_note=prepared.subtitle.note, out_of_domain=domain, face_coverage=prepared.face_coverage,
+            face_note=prepared.face_note, people=prepared.people, person=prepared.person,
+            audio_note=prepared.audio_note,
         )
 
     def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None,

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_llama.asr import DEFAULT_WHISPER_MODEL, WhisperSettings, find_subtitle
-from emotion_llama.clip import Person, PreparedClip, Subtitle
-from emotion_llama.errors import NoSuchPersonError
+from emotion_llama.clip import Person, PreparedClip, Subtitle, check_person
 from emotion_llama.faces import (
     NO_FACE_WARNING,
     FaceAnalysis,
@@ -195,12 +194,6 @@ def _evenly_spaced(count: int, within: list[float] | None = None) -> list[float]
     if within is None or len(within) < count:
         return centres
     return [min(within, key=lambda position: abs(position - centre)) for centre in centres]
-
-
-def check_person(person: int | None) -> None:
-    """A person index is None or 0 and up; which ones exist is known only once the faces are found."""
-    if person is not None and (isinstance(person, bool) or not isinstance(person, int) or person < 0):
-        raise NoSuchPersonError(f"person must be a number from 0 (the face seen most often) up, not {person!r}.")
 
 
 def shared_audio_note(faces: FaceAnalysis) -> str | None:
