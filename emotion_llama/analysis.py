@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .clip import Person, check_person
 from .errors import PromptError
 from .explain import heatmap_on_frame
 from .familiarity import DomainCheck
@@ -43,6 +44,7 @@ class AnalysisOptions:
     # one, write up to this many more drafts (sampled) and show the first that agrees;
     # if none does, show the first draft and say so. 0: always show the first draft.
     reasoning_redrafts: int = REASONING_REDRAFTS
+    person: int | None = None  # whose face to analyse: an index of ``Analysis.people`` (None: the one seen most)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -55,6 +57,7 @@ class AnalysisOptions:
             raise PromptError(f"cannot leave out {', '.join(sorted(unknown))}; choose from {', '.join(MODALITIES)}")
         if self.reasoning_redrafts < 0:
             raise ValueError("reasoning_redrafts must be 0 or more")
+        check_person(self.person)
 
     @property
     def zeroed(self) -> set[str]:
@@ -119,6 +122,15 @@ class Analysis:
     reasoning_check: ReasoningCheck | None = None
     subtitle_note: str | None = None  # why there is no subtitle, or how it was made
     out_of_domain: DomainCheck | None = None  # how unlike the training clips it is (None: not measured)
+    # The face: share of the sampled frames where it was seen (found by the detector, not only
+    # estimated between sightings; None when the clip came already decoded without faces),
+    # that in words, everyone seen (their thumbnails are for the UI), whose face was analysed,
+    # and a note when the sound is shared by several people.
+    face_coverage: float | None = None
+    face_note: str | None = None
+    people: list[Person] = field(default_factory=list, repr=False)
+    person: int = 0
+    audio_note: str | None = None
 
     def overlay(self) -> np.ndarray | None:
         if self.frame is None or self.heatmap is None:
@@ -142,6 +154,11 @@ class Analysis:
             "engine": self.engine,
             "reasoning_check": self.reasoning_check.to_json() if self.reasoning_check else None,
             "out_of_domain": self.out_of_domain.to_json() if self.out_of_domain else None,
+            "face_coverage": None if self.face_coverage is None else round(self.face_coverage, 3),
+            "face_note": self.face_note,
+            "people": [person.to_json() for person in self.people],
+            "person": self.person,
+            "audio_note": self.audio_note,
         }
 
 

@@ -1,8 +1,8 @@
 """One content-addressed cache of clips for the app, the API, the CLI and ``evaluate``.
 
-A clip is known by the SHA-256 of its bytes. It is decoded once (frames, faces, sound),
-its automatic subtitle found once, and it is encoded once per frame choice and set of
-encoders; the typed subtitle, the frame choice and the modalities left out are applied
+A clip is known by the SHA-256 of its bytes. It is decoded once per person followed
+(frames, faces, sound), its automatic subtitle found once, and it is encoded once per
+person, frame choice and set of encoders; the typed subtitle, the frame choice and the modalities left out are applied
 to those results, so changing them never decodes the file again. Every table is a
 bounded LRU whose entries also expire ``ttl`` seconds (``EMOTION_LLAMA_SESSION_TTL``)
 after their last use, and a clip that two threads ask for at once is worked on once.
@@ -16,11 +16,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import limits
-from .clip import Subtitle
+from .clip import Subtitle, check_person
 from .errors import UnreadableFileError
 from .prepare import DecodedClip, PrepareOptions, decode_for_encoders, subtitle_of
 
@@ -99,15 +100,18 @@ class ClipCache:
             self._paths.put(name, (stat.st_size, stat.st_mtime_ns, digest))
         return digest
 
-    def decoded(self, key: str, path: str | Path) -> DecodedClip:
+    def decoded(self, key: str, path: str | Path, person: int | None = None) -> DecodedClip:
+        """The clip decoded with ``person``'s face cropped (None: the one seen most often)."""
+        check_person(person)
+
         def decode() -> DecodedClip:
             if not os.path.exists(path):
                 raise UnreadableFileError(GONE)
             with self._lock:
                 self.decodes += 1
-            return decode_for_encoders(path, self.options)
+            return decode_for_encoders(path, replace(self.options, person=person))
 
-        return self._once(self._decoded, key, decode)
+        return self._once(self._decoded, (key, person or 0), decode)
 
     def subtitle(self, key: str, path: str | Path, decoded: DecodedClip, typed: str | None) -> Subtitle:
         """The typed words, else the clip's own subtitle (sidecar or Whisper), found once."""

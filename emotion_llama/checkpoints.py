@@ -305,10 +305,15 @@ def load_official(
             f"{len(still_meta)} tensors have no source (e.g. {still_meta[0]}): set EMOTION_LLAMA_CHECKPOINT "
             "to the Emotion-LLaMA .pth file"
         )
-    if quantization is None:
-        return model.to(device=device).eval()
-    for name, part in model.named_children():  # a quantised LLM is already placed and cannot be moved
+    return _placed(model, device, quantized=quantization is not None).eval()
+
+
+def _placed(model, device: str | torch.device, quantized: bool):
+    """``model`` on ``device``; a quantised LLM is placed when loaded and cannot be moved."""
+    if not quantized:
+        return model.to(device=device)
+    for name, part in model.named_children():
         if name != "llama_model":
             part.to(device=device)
-    return model.eval()
+    return model
 

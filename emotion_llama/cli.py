@@ -74,6 +74,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         demo_parity=args.demo_parity,
         frame_choice=args.frame,
         explain=not args.no_explain,
+        person=args.person,
     )
     if os.path.isdir(args.clip):
         return analyze_folder(args, options)
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
     analyze.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     analyze.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+    analyze.add_argument("--person", type=int, help="whose face: 0 = seen most often (default), 1 = next, ...")
     analyze.add_argument("--leave-out", help=f"comma list of modalities to drop: {','.join(MODALITIES)}")
     analyze.add_argument("--demo-parity", action="store_true", help="the reference demo's prompt layout")
     analyze.add_argument("--sample", action="store_true", help="sample (temperature, top-p) instead of greedy")

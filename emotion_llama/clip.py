@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emotion_llama.errors import NoSuchPersonError
+
 SAMPLE_RATE = 16_000
 
 
@@ -21,6 +23,36 @@ class Subtitle:
     source: str  # "user", "sidecar:<name>", "whisper:<model>", "none"
     language: str | None = None
     note: str | None = None
+
+
+def check_person(person: int | None) -> None:
+    """A person index is None or 0 and up; which ones exist is known only once the faces are found."""
+    if person is not None and (isinstance(person, bool) or not isinstance(person, int) or person < 0):
+        raise NoSuchPersonError(f"person must be a number from 0 (the face seen most often) up, not {person!r}.")
+
+
+@dataclass
+class Person:
+    """One face followed through the clip, offered for choosing whom to analyse.
+
+    ``index`` 0 is the face seen most often (the default); ``box`` (x, y, width, height)
+    is where the thumbnail was cut, in the sampled frame ``frame_index``.
+    """
+
+    index: int
+    frames_seen: int
+    frames_sampled: int
+    box: tuple[int, int, int, int]
+    frame_index: int
+    thumbnail: np.ndarray = field(repr=False)  # (96, 96, 3) uint8 RGB
+
+    @property
+    def share(self) -> float:
+        return self.frames_seen / self.frames_sampled if self.frames_sampled else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"index": self.index, "frames_seen": self.frames_seen, "frames_sampled": self.frames_sampled,
+                "share": round(self.share, 3), "box": list(self.box)}
 
 
 @dataclass
@@ -48,7 +80,15 @@ class PreparedClip:
     other_people: int = 0
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # Share of the sampled frames where the face was seen (found by the detector, not only
+    # estimated between sightings), the same in words, everyone seen, whose face was cropped.
+    face_coverage: float = 0.0
+    face_note: str = ""
+    people: list[Person] = field(default_factory=list)
+    person: int = 0
+    audio_note: str | None = None  # set when the sound is shared by more than one person
 
     @property
     def has_audio(self) -> bool:
         return self.audio is not None and self.audio.size > 0
+

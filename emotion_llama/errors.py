@@ -75,3 +75,7 @@ class SessionExpiredError(EmotionLlamaError):
 class MergedWeightsError(CheckpointError):
     """A model whose LoRA was merged into its base weights for inference was asked to be
     saved or trained (its tensors are no longer the base model's and the LoRA's)."""
+
+
+class NoSuchPersonError(MediaError):
+    """A person was chosen by an index past the faces found in the clip."""

@@ -3,7 +3,13 @@
 Detection sits behind the small ``FaceDetector`` protocol; OpenCV 4's Haar frontal
 cascade is the default because its model ships inside the opencv wheel, so a stronger
 detector can replace it once its weights exist. Detections are linked across frames
-into ``FaceTrack``s; the main person is the most persistent track, then the largest.
+into ``FaceTrack``s; the people are the persistent tracks, the most persistent first
+(then the largest), and person 0 is the one analysed unless another is chosen.
+
+Detecting faces in every sampled frame is the slow part (~45 ms a 720p frame), so
+``track_faces`` runs the full detector only on a few key frames and, in the frames
+between, searches a small region around each track's box from the neighbouring frame
+(~1 ms): a track lost there gets one full detection of its own.
 """
 
 from __future__ import annotations
@@ -17,9 +23,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from emotion_llama.errors import WeightsUnavailableError
+from emotion_llama.clip import Person
+from emotion_llama.errors import NoSuchPersonError, WeightsUnavailableError
 
 NO_FACE_WARNING = "no face found: used the centre of the frame"
+FULL_EVERY = 15  # a full detection on the first sampled frame, every 15th and the last
+HOLD = 2  # a track missed in a frame is still searched for near its box this many frames on
+THUMBNAIL_SIDE = 96
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class FaceBox:
     def scaled(self, factor: float) -> FaceBox:
         return FaceBox(self.x * factor, self.y * factor, self.width * factor, self.height * factor)
 
+    def shifted(self, dx: float, dy: float) -> FaceBox:
+        return FaceBox(self.x + dx, self.y + dy, self.width, self.height)
+
     def square(self, side: float) -> FaceBox:
         """A ``side``-wide square on the same centre."""
         cx, cy = self.centre
@@ -73,7 +86,12 @@ class FaceBox:
 
 
 class FaceDetector(Protocol):
-    """Anything that finds faces in an RGB ``uint8`` frame; must be safe to share across threads."""
+    """Anything that finds faces in an RGB ``uint8`` frame; must be safe to share across threads.
+
+    A detector that also has ``detect_near(frame, box)`` (faces of about ``box``'s size
+    close to it, see ``HaarFaceDetector.detect_near``) is searched mostly near the faces
+    already followed; one without it runs ``detect`` on every frame.
+    """
 
     def detect(self, frame: np.ndarray) -> list[FaceBox]: ...
 
@@ -82,7 +100,10 @@ class HaarFaceDetector:
     """OpenCV's Haar frontal-face cascade, run on a downscaled, equalised grey frame.
 
     The defaults (360 px, pyramid step 1.05, 3 neighbours) found the main face in at
-    least 14 of the 16 sampled frames of each of the six real test clips.
+    least 14 of the 16 sampled frames of each of the six real test clips. ``detect_near``
+    (the search around a face already found) sees the face ``near_face_side`` pixels
+    wide, as large as a 720p face at 360 px, within a factor ``near_size_change`` of its
+    last size and in a square ``near_reach`` times its side.
     """
 
     def __init__(
@@ -92,6 +113,9 @@ class HaarFaceDetector:
         scale_factor: float = 1.05,
         min_neighbors: int = 3,
         min_face_fraction: float = 0.1,
+        near_face_side: int = 56,
+        near_size_change: float = 1.2,
+        near_reach: float = 2.0,
     ) -> None:
         self.cascade_path = Path(cv2.data.haarcascades) / cascade_file
         if not self.cascade_path.is_file():
@@ -103,27 +127,58 @@ class HaarFaceDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face_fraction = min_face_fraction
+        self.near_face_side = near_face_side
+        self.near_size_change = near_size_change
+        self.near_reach = near_reach
         self._per_thread = threading.local()  # a CascadeClassifier must not be shared by threads
 
     def detect(self, frame: np.ndarray) -> list[FaceBox]:
         scale = min(1.0, self.detection_side / max(frame.shape[:2]))
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        grey = cv2.equalizeHist(grey)
+        grey = _equalised_grey(frame, scale)
         min_side = max(20, int(self.min_face_fraction * min(grey.shape)))
+        return [box.scaled(1 / scale) for box in self._run(grey, min_side)]
+
+    def detect_near(self, frame: np.ndarray, box: FaceBox) -> list[FaceBox]:
+        """Faces of ``box``'s side, within a factor ``near_size_change``, in the square
+        ``near_reach`` times its side around its centre.
+
+        The region is scaled so that such a face is ``near_face_side`` pixels wide: a few
+        pyramid levels of a small picture instead of every size over the whole frame.
+        """
+        height, width = frame.shape[:2]
+        region = box.square(box.side * self.near_reach)
+        x0, y0 = max(0, int(region.x)), max(0, int(region.y))
+        x1, y1 = min(width, int(np.ceil(region.x + region.side))), min(height, int(np.ceil(region.y + region.side)))
+        if min(x1 - x0, y1 - y0) < box.side * 2 / 3:  # the face has (nearly) left the picture
+            return []
+        scale = min(1.0, self.near_face_side / box.side)
+        grey = _equalised_grey(frame[y0:y1, x0:x1], scale)
+        expected = box.side * scale
+        change = self.near_size_change
+        found = self._run(grey, round(expected / change), round(expected * change))
+        return [face.scaled(1 / scale).shifted(x0, y0) for face in found]
+
+    def _run(self, grey: np.ndarray, min_side: int, max_side: int = 0) -> list[FaceBox]:
         found = self._cascade().detectMultiScale(
             grey,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
             minSize=(min_side, min_side),
+            maxSize=(max_side, max_side),
         )
-        return [FaceBox(*map(float, box)).scaled(1 / scale) for box in found]
+        return [FaceBox(*map(float, box)) for box in found]
 
     def _cascade(self) -> cv2.CascadeClassifier:
         if not hasattr(self._per_thread, "cascade"):
             self._per_thread.cascade = cv2.CascadeClassifier(str(self.cascade_path))
         return self._per_thread.cascade
+
+
+def _equalised_grey(image: np.ndarray, scale: float) -> np.ndarray:
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return cv2.equalizeHist(grey)
 
 
 _default_detector: HaarFaceDetector | None = None
@@ -176,47 +231,114 @@ class FaceTrack:
         return self.boxes[i].towards(self.boxes[j], weight)
 
     def matches(self, box: FaceBox) -> float | None:
-        """How far ``box`` is from where this face was last seen, or None if it is someone else.
+        """How far ``box`` is from where this face was last seen, or None if it is someone else."""
+        return _step(self.last_box, box)
 
-        A box of a very different size is another face (or a false detection), even nearby.
-        """
-        last = self.last_box
-        larger, smaller = max(last.side, box.side), min(last.side, box.side)
-        if larger > 2 * smaller:
-            return None
-        distance = last.centre_distance(box) / larger
-        if last.iou(box) >= 0.3 or distance <= 0.6:
-            return distance
+
+def _step(last: FaceBox, box: FaceBox) -> float | None:
+    """How far ``box`` is from ``last`` in face sides, or None if it cannot be the same face a
+    sampled frame later: a box of a very different size is another face (or a false
+    detection), even nearby."""
+    larger, smaller = max(last.side, box.side), min(last.side, box.side)
+    if larger > 2 * smaller:
         return None
+    distance = last.centre_distance(box) / larger
+    if last.iou(box) >= 0.3 or distance <= 0.6:
+        return distance
+    return None
 
 
 def link_tracks(detections: Sequence[Sequence[FaceBox]]) -> list[FaceTrack]:
-    """Link per-frame detections (frames in time order) into tracks.
-
-    Each frame's boxes go to the nearest free tracks first; a leftover box that
-    overlaps a box already placed in the same frame is the same face found twice
-    (the cascade often fires on a face and on part of it) and is dropped.
-    """
+    """Link per-frame detections (frames in time order) into tracks."""
     tracks: list[FaceTrack] = []
     for index, boxes in enumerate(detections):
-        candidates = sorted(
-            (distance, t, b)
-            for t, track in enumerate(tracks)
-            for b, box in enumerate(boxes)
-            if (distance := track.matches(box)) is not None
-        )
-        placed: dict[int, FaceBox] = {}
-        taken_tracks: set[int] = set()
-        for _, t, b in candidates:
-            if t not in taken_tracks and b not in placed:
-                tracks[t].boxes[index] = placed[b] = boxes[b]
-                taken_tracks.add(t)
-        for b, box in sorted(enumerate(boxes), key=lambda item: -item[1].area):
-            if b in placed or any(_same_face(box, other) for other in placed.values()):
-                continue
-            tracks.append(FaceTrack({index: box}))
-            placed[b] = box
+        link_frame(tracks, index, boxes)
     return tracks
+
+
+def link_frame(tracks: list[FaceTrack], index: int, boxes: Sequence[FaceBox]) -> None:
+    """Give frame ``index``'s detections to ``tracks`` (all seen before ``index`` only).
+
+    A box on a face some track already has in this frame (found near its box) is that
+    face found again and is dropped. The other boxes go to the nearest free tracks
+    first; a leftover box that overlaps a box already placed in the same frame is the
+    same face found twice (the cascade often fires on a face and on part of it) and is
+    dropped; any other leftover starts a new track.
+    """
+    taken = {t for t, track in enumerate(tracks) if index in track.boxes}
+    placed = [tracks[t].boxes[index] for t in taken]
+    boxes = [box for box in boxes if not any(_same_face(box, other) for other in placed)]
+    candidates = sorted(
+        (distance, t, b)
+        for t, track in enumerate(tracks)
+        if t not in taken
+        for b, box in enumerate(boxes)
+        if (distance := track.matches(box)) is not None
+    )
+    used: set[int] = set()
+    for _, t, b in candidates:
+        if t not in taken and b not in used:
+            tracks[t].boxes[index] = boxes[b]
+            taken.add(t)
+            used.add(b)
+            placed.append(boxes[b])
+    for b, box in sorted(enumerate(boxes), key=lambda item: -item[1].area):
+        if b in used or any(_same_face(box, other) for other in placed):
+            continue
+        tracks.append(FaceTrack({index: box}))
+        placed.append(box)
+
+
+def key_frames(count: int, every: int) -> set[int]:
+    """The frames searched whole: the first, every ``every``-th, and the last."""
+    return set(range(0, count, max(1, every))) | ({count - 1} if count else set())
+
+
+def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector, full_every: int = FULL_EVERY) -> list[FaceTrack]:
+    """Every face in ``frames`` (in time order), followed: full detections on the key frames,
+    searches near each track's box in the frames between (forwards, then backwards from
+    where a track was found later), and a full detection where a track is lost.
+
+    With ``full_every`` 1, or a detector without ``detect_near``, every frame is searched whole.
+    """
+    search_near = getattr(detector, "detect_near", None)
+    if search_near is None or full_every <= 1:
+        return link_tracks([detector.detect(frame) for frame in frames])
+    keys = key_frames(len(frames), full_every)
+    tracks: list[FaceTrack] = []
+    for index, frame in enumerate(frames):
+        lost = index not in keys and _follow(tracks, index, frame, search_near)
+        if index in keys or lost:
+            link_frame(tracks, index, detector.detect(frame))
+    for track in tracks:  # back from each box to the frames before it that were missed
+        for index in range(len(frames) - 2, -1, -1):
+            if index not in track.boxes and index + 1 in track.boxes:
+                _search(tracks, track, index, frames[index], track.boxes[index + 1], search_near)
+    return tracks
+
+
+def _follow(tracks: list[FaceTrack], index: int, frame: np.ndarray, search_near) -> bool:
+    """Search near each recent track's last box; True when the track seen most so far was
+    in the frame before and is not found (other tracks wait for the next key frame)."""
+    leader = max(tracks, key=lambda t: (len(t.boxes), t.mean_area), default=None)
+    lost = False
+    for track in tracks:
+        last = max(track.boxes)
+        if index - last <= HOLD and not _search(tracks, track, index, frame, track.boxes[last], search_near):
+            lost = lost or (track is leader and last == index - 1)
+    return lost
+
+
+def _search(tracks: list[FaceTrack], track: FaceTrack, index: int, frame: np.ndarray, near: FaceBox,
+            search_near) -> bool:
+    """Give ``track`` the face found closest to ``near`` in ``frame``, unless it is too far to
+    be the same face or another track has it."""
+    others = [other.boxes[index] for other in tracks if other is not track and index in other.boxes]
+    found = [box for box in search_near(frame, near)
+             if _step(near, box) is not None and not any(_same_face(box, other) for other in others)]
+    if found:
+        track.boxes[index] = min(found, key=near.centre_distance)
+    return bool(found)
 
 
 def _same_face(a: FaceBox, b: FaceBox) -> bool:
@@ -228,16 +350,19 @@ def _same_face(a: FaceBox, b: FaceBox) -> bool:
 
 @dataclass
 class FaceAnalysis:
-    """The main person's face over the sampled frames.
+    """The chosen person's face over the sampled frames, and everyone else who was seen.
 
     ``boxes`` holds, for every frame, the square the crops are cut from (centred on the
-    detected, interpolated or held box, with the track's median size so crops do not
-    jitter); it is all None when no face was found.
+    found, interpolated or held box, with the track's median size so crops do not
+    jitter); it is all None when no face was found. ``people`` lists the persistent
+    faces, the most persistent first; ``person`` is the index of the one followed.
     """
 
     boxes: list[FaceBox | None]
-    detected: list[bool]  # the detector itself saw the main face in this frame
+    detected: list[bool]  # the chosen face was seen in this frame: found whole-frame or near its box
     other_people: int
+    people: list[Person] = field(default_factory=list)
+    person: int = 0
 
     @property
     def face_found(self) -> bool:
@@ -245,8 +370,14 @@ class FaceAnalysis:
 
     @property
     def coverage(self) -> float:
-        """Share of the sampled frames in which the detector saw the main face."""
+        """Share of the sampled frames in which the chosen face was seen: found by the detector
+        in the whole frame or near its box of a neighbouring frame; frames where its box was
+        only interpolated or held do not count."""
         return sum(self.detected) / len(self.detected) if self.detected else 0.0
+
+    @property
+    def note(self) -> str:
+        return coverage_note(sum(self.detected), len(self.detected))
 
     @property
     def within_track(self) -> list[bool]:
@@ -257,31 +388,76 @@ class FaceAnalysis:
         seen = [i for i, detected in enumerate(self.detected) if detected]
         return [bool(seen) and seen[0] <= i <= seen[-1] for i in range(len(self.detected))]
 
+    def crops(self, frames: Sequence[np.ndarray], size: int = 224, padding: float = 0.25) -> np.ndarray:
+        """``(N, size, size, 3)`` crops of the chosen face, one per frame (the centre square without a face)."""
+        return np.stack([crop_face(frame, box, size, padding) for frame, box in zip(frames, self.boxes)])
 
-def find_main_face(
+
+def coverage_note(seen: int, total: int) -> str:
+    """A sentence for people: how often the face was seen in the sampled frames."""
+    if not seen:
+        return f"no face seen in the {total} sampled frames: the centre of the frame was used"
+    return f"face seen in {seen} of {total} sampled frames"
+
+
+def follow_person(
     frames: Sequence[np.ndarray],
     times: Sequence[float],
     detector: FaceDetector | None = None,
+    *,
+    person: int | None = None,
+    full_every: int = FULL_EVERY,
     min_other_share: float = 1 / 3,
 ) -> FaceAnalysis:
-    """Detect faces in ``frames`` (in time order) and follow the main person.
+    """Find the people in ``frames`` (in time order, taken at ``times``) and follow one.
 
-    Other tracks count as other people when seen in at least ``min_other_share`` of
-    the frames (and twice), so a single false detection is not reported as a person.
+    People are the tracks seen in at least ``min_other_share`` of the frames (and twice),
+    so a single false detection is not a person, plus the most persistent track in any
+    case; ``person`` indexes them (None or 0: the one seen most often). Raises
+    ``NoSuchPersonError`` for an index past the people found.
     """
-    detector = detector or default_face_detector()
-    tracks = link_tracks([detector.detect(frame) for frame in frames])
-    if not tracks:
-        return FaceAnalysis([None] * len(frames), [False] * len(frames), 0)
+    tracks = track_faces(frames, detector or default_face_detector(), full_every)
     tracks.sort(key=lambda t: (len(t.boxes), t.mean_area), reverse=True)
-    main, others = tracks[0], tracks[1:]
     min_frames = max(2, min_other_share * len(frames))
-    side = main.median_side
+    people = tracks[:1] + [track for track in tracks[1:] if len(track.boxes) >= min_frames]
+    chosen = _person_index(person, len(people))
+    if not people:
+        return FaceAnalysis([None] * len(frames), [False] * len(frames), 0)
+    track, n = people[chosen], len(frames)
     return FaceAnalysis(
-        boxes=[main.box_at(i, times).square(side) for i in range(len(frames))],
-        detected=[i in main.boxes for i in range(len(frames))],
-        other_people=sum(len(t.boxes) >= min_frames for t in others),
+        boxes=[track.box_at(i, times).square(track.median_side) for i in range(n)],
+        detected=[i in track.boxes for i in range(n)],
+        other_people=len(people) - 1,
+        people=[_person(index, track, frames) for index, track in enumerate(people)],
+        person=chosen,
     )
+
+
+def find_main_face(
+    frames: Sequence[np.ndarray], times: Sequence[float], detector: FaceDetector | None = None,
+    min_other_share: float = 1 / 3,
+) -> FaceAnalysis:
+    """The person seen most often (``follow_person`` with person 0)."""
+    return follow_person(frames, times, detector, min_other_share=min_other_share)
+
+
+def _person_index(person: int | None, found: int) -> int:
+    chosen = person or 0
+    if chosen < 0 or chosen >= max(1, found):
+        seen = (f"{found} people were found, numbered 0 to {found - 1} (0 is the one seen most often)"
+                if found > 1 else "only one person was found (person 0)" if found else
+                "no face was found, so only person 0 (the centre of the frame) can be analysed")
+        raise NoSuchPersonError(f"there is no person {person} in this clip: {seen}; choose one of them.")
+    return chosen
+
+
+def _person(index: int, track: FaceTrack, frames: Sequence[np.ndarray]) -> Person:
+    """``track`` for the page: its size-typical detection as a thumbnail, and how often it was seen."""
+    side = track.median_side
+    frame_index = min(track.boxes, key=lambda i: (abs(track.boxes[i].side - side), i))
+    box = track.boxes[frame_index]
+    return Person(index=index, frames_seen=len(track.boxes), frames_sampled=len(frames), box=box.as_ints(),
+                  frame_index=frame_index, thumbnail=crop_face(frames[frame_index], box, THUMBNAIL_SIDE))
 
 
 # --- crops and the peak frame -------------------------------------------------------

@@ -78,7 +78,7 @@ class Engine:
                 clip = replace(clip, subtitle=find_subtitle(None, None, typed=subtitle))
             return clip
         key = self.cache.key(clip)
-        decoded = self.cache.decoded(key, clip)
+        decoded = self.cache.decoded(key, clip, options.person)
         frame = frame_for(options.frame_choice, options.demo_parity)
         return decoded.prepared(frame, self.cache.subtitle(key, clip, decoded, subtitle))
 
@@ -89,7 +89,8 @@ class Engine:
         prepared = self.decoded(clip, subtitle, options)
         if isinstance(clip, PreparedClip):
             return prepared, without(self.model.encode(prepared, timings=prepared.timings), options.zeroed)
-        key = (self.cache.key(clip), frame_for(options.frame_choice, options.demo_parity), self.encoders_key)
+        key = (self.cache.key(clip), prepared.person, frame_for(options.frame_choice, options.demo_parity),
+               self.encoders_key)
         encoded = self.cache.encoded(key, lambda: self.model.encode(prepared, timings=prepared.timings))
         return prepared, without(encoded, options.zeroed)
 
@@ -152,7 +153,7 @@ class Engine:
             yield Event("stage", "measuring attention")
             with _timed(timings, "attention"):
                 explanation = explain_answer(self.model, self.model.assemble(prompt + answer_pieces(answer), projected))
-        yield self._result(prepared, encoded, options, words, probabilities, answer, check, explanation, timings)
+        yield _result(self, prepared, encoded, options, words, probabilities, answer, check, explanation, timings)
 
     def _answer(self, sequence, label: str, options: AnalysisOptions):
         """Stream the answer; a follow-up reasoning is checked against ``label`` and redrafted."""
@@ -164,34 +165,37 @@ class Engine:
             yield Event("text", answer)
         return answer, None
 
-    def _result(self, prepared: PreparedClip, encoded: EncodedClip, options: AnalysisOptions, words: str | None,
-                probabilities: dict[str, float], answer: str, check: ReasoningCheck | None,
-                explanation: Explanation | None, timings: dict[str, float]) -> Analysis:
-        filled = dict(encoded.filled)
-        if not words:
-            filled["subtitle"] = "left out" if "subtitle" in options.leave_out else "none"
-        domain = self.familiarity.check(prepared, encoded) if self.familiarity else None
-        warnings = [*([domain.warning] if domain and domain.warning else []), *prepared.warnings,
-                    *([self.info["warning"]] if self.info.get("warning") else []), *torn_warning(check)]
-        return Analysis(
-            label=max(probabilities, key=probabilities.get), probabilities=probabilities, answer=answer,
-            task=options.task,
-            modality_attention=explanation.modality_shares if explanation else {},
-            span_attention=explanation.span_shares if explanation else {},
-            modalities_present={**encoded.present, "subtitle": bool(words)}, filled_modalities=filled,
-            subtitle=prepared.subtitle.text, subtitle_source=prepared.subtitle.source,
-            frame_time=prepared.global_frame_time, warnings=warnings, timings=timings, engine=dict(self.info),
-            frame=prepared.global_frame, heatmap=explanation.heatmap if explanation else None,
-            face_crops=prepared.face_crops, peak_frame_index=prepared.peak_frame_index, reasoning_check=check,
-            subtitle_note=prepared.subtitle.note, out_of_domain=domain,
-        )
-
     def chat(self, clip: str | Path | PreparedClip, subtitle: str | None = None,
              options: AnalysisOptions = DEFAULT_OPTIONS) -> ChatSession:
         self.check_text(options, subtitle)
         prepared, encoded = self.prepare(clip, subtitle, options)
         return ChatSession(self.model, self.writer, self.words_of(prepared, options), self.model.project(encoded),
                            options)
+
+
+def _result(engine: Engine, prepared: PreparedClip, encoded: EncodedClip, options: AnalysisOptions, words: str | None,
+            probabilities: dict[str, float], answer: str, check: ReasoningCheck | None,
+            explanation: Explanation | None, timings: dict[str, float]) -> Analysis:
+    filled = dict(encoded.filled)
+    if not words:
+        filled["subtitle"] = "left out" if "subtitle" in options.leave_out else "none"
+    domain = engine.familiarity.check(prepared, encoded) if engine.familiarity else None
+    warnings = [*([domain.warning] if domain and domain.warning else []), *prepared.warnings,
+                *([engine.info["warning"]] if engine.info.get("warning") else []), *torn_warning(check)]
+    return Analysis(
+        label=max(probabilities, key=probabilities.get), probabilities=probabilities, answer=answer,
+        task=options.task,
+        modality_attention=explanation.modality_shares if explanation else {},
+        span_attention=explanation.span_shares if explanation else {},
+        modalities_present={**encoded.present, "subtitle": bool(words)}, filled_modalities=filled,
+        subtitle=prepared.subtitle.text, subtitle_source=prepared.subtitle.source,
+        frame_time=prepared.global_frame_time, warnings=warnings, timings=timings, engine=dict(engine.info),
+        frame=prepared.global_frame, heatmap=explanation.heatmap if explanation else None,
+        face_crops=prepared.face_crops, peak_frame_index=prepared.peak_frame_index, reasoning_check=check,
+        subtitle_note=prepared.subtitle.note, out_of_domain=domain, face_coverage=prepared.face_coverage,
+        face_note=prepared.face_note, people=prepared.people, person=prepared.person,
+        audio_note=prepared.audio_note,
+    )
 
 
 def answer_prompt(options: AnalysisOptions, label: str, words: str | None) -> list[Piece]:

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from emotion_llama.asr import DEFAULT_WHISPER_MODEL, WhisperSettings, find_subtitle
-from emotion_llama.clip import PreparedClip, Subtitle
+from emotion_llama.clip import Person, PreparedClip, Subtitle, check_person
 from emotion_llama.faces import (
     NO_FACE_WARNING,
+    FaceAnalysis,
     FaceDetector,
     choose_peak_frame,
     crop_face,
     default_face_detector,
-    find_main_face,
+    follow_person,
 )
 from emotion_llama.media import MediaLimits, decode_clip
 from emotion_llama.vocab import DEFAULT_FRAME, FRAME_CHOICES
@@ -36,6 +37,8 @@ class PrepareOptions:
 
     ``frame_choice`` picks the frame for the global encoder: "peak" (strongest
     expression), "middle" of the analysed window, or "first" (as the reference demo).
+    ``person`` picks whose face is cropped: an index into the people found, the most
+    persistent first (None or 0: the one seen most often).
     ``max_seconds`` and ``max_bytes`` default to the settings of ``limits.py``
     (``EMOTION_LLAMA_MAX_SECONDS``, ``EMOTION_LLAMA_MAX_UPLOAD_MB``), read when the options are made.
     """
@@ -51,8 +54,10 @@ class PrepareOptions:
     whisper_model: str = DEFAULT_WHISPER_MODEL
     whisper_dir: Path | None = None
     face_detector: FaceDetector | None = field(default=None, compare=False)
+    person: int | None = None
 
     def __post_init__(self) -> None:
+        check_person(self.person)
         if self.frame_choice not in FRAME_CHOICES:
             raise ValueError(f"frame_choice must be one of {tuple(FRAME_CHOICES)}, not {self.frame_choice!r}")
         if self.n_local_frames < 1 or self.n_temporal_frames < 1:
@@ -100,6 +105,11 @@ class DecodedClip:
     other_people: int
     warnings: list[str]
     timings: dict[str, float]
+    face_coverage: float = 0.0  # faces.FaceAnalysis.coverage over the sampled frames
+    face_note: str = ""  # the same in words: "face seen in 15 of 16 sampled frames"
+    people: list[Person] = field(default_factory=list)  # everyone seen, most persistent first
+    person: int = 0  # the index in ``people`` of the face cropped
+    audio_note: str | None = None  # the sound is shared by everyone on screen
 
     def prepared(self, frame_choice: str, subtitle: Subtitle) -> PreparedClip:
         """The encoders' inputs with the global frame of ``frame_choice`` (a key of ``candidates``)."""
@@ -110,6 +120,8 @@ class DecodedClip:
             analysed_window=self.analysed_window, frame_times=list(self.frame_times),
             peak_frame_index=self.peak_frame_index, face_found=self.face_found, face_boxes=list(self.face_boxes),
             other_people=self.other_people, warnings=list(self.warnings), timings=dict(self.timings),
+            face_coverage=self.face_coverage, face_note=self.face_note, people=list(self.people), person=self.person,
+            audio_note=self.audio_note,
         )
 
 
@@ -129,9 +141,8 @@ def decode_for_encoders(path: str | os.PathLike[str], options: PrepareOptions) -
 
     started = time.perf_counter()
     tracked_times = sorted(set(local_times) | set(temporal_times))
-    faces = find_main_face(
-        [frame_at[t] for t in tracked_times], tracked_times, options.face_detector or default_face_detector()
-    )
+    faces = follow_person([frame_at[t] for t in tracked_times], tracked_times,
+                          options.face_detector or default_face_detector(), person=options.person)
     box_at = dict(zip(tracked_times, faces.boxes))
     within_track_at = dict(zip(tracked_times, faces.within_track))
 
@@ -154,8 +165,13 @@ def decode_for_encoders(path: str | os.PathLike[str], options: PrepareOptions) -
         face_found=faces.face_found,
         face_boxes=[box.as_ints() if (box := box_at[t]) is not None else None for t in local_times],
         other_people=faces.other_people,
-        warnings=decoded.warnings + _face_warnings(faces.face_found, faces.coverage, faces.other_people),
+        warnings=decoded.warnings + _face_warnings(faces),
         timings=timings,
+        face_coverage=faces.coverage,
+        face_note=faces.note,
+        people=faces.people,
+        person=faces.person,
+        audio_note=shared_audio_note(faces),
     )
 
 
@@ -180,17 +196,27 @@ def _evenly_spaced(count: int, within: list[float] | None = None) -> list[float]
     return [min(within, key=lambda position: abs(position - centre)) for centre in centres]
 
 
-def _face_warnings(found: bool, coverage: float, other_people: int) -> list[str]:
+def shared_audio_note(faces: FaceAnalysis) -> str | None:
+    """Said whenever more than one person is on screen: the sound cannot be split between them."""
+    if len(faces.people) < 2 and not faces.person:
+        return None
+    return (f"{len(faces.people)} people appear in the clip and they share its sound: the voice analysed "
+            f"with person {faces.person}'s face may be someone else's.")
+
+
+def _face_warnings(faces: FaceAnalysis) -> list[str]:
     warnings = []
-    if not found:
+    if not faces.face_found:
         warnings.append(NO_FACE_WARNING)
-    elif coverage < LOW_FACE_COVERAGE:
+    elif faces.coverage < LOW_FACE_COVERAGE:
         warnings.append(
-            f"The face was found in only {coverage:.0%} of the sampled frames; where it was "
+            f"The face was found in only {faces.coverage:.0%} of the sampled frames; where it was "
             "missed its position was estimated, so some face crops may be off."
         )
-    if other_people:
+    if faces.other_people:
+        followed = "the person seen most often" if faces.person == 0 else f"person {faces.person}, as chosen"
         warnings.append(
-            f"{other_people} other face(s) appear in the clip; the analysis follows the person seen most often."
+            f"{faces.other_people} other face(s) appear in the clip; the analysis follows {followed}, "
+            "and the sound is shared by everyone in it."
         )
     return warnings

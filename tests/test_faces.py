@@ -10,6 +10,7 @@ import pytest
 from media_factory import BACKGROUND_RGB, DrawnFace, MediaCatalogue, draw_face, session_catalogue
 
 from emotion_llama.faces import (
+    FULL_EVERY,
     FaceAnalysis,
     FaceBox,
     FaceTrack,
@@ -17,6 +18,8 @@ from emotion_llama.faces import (
     choose_peak_frame,
     crop_face,
     find_main_face,
+    follow_person,
+    key_frames,
     link_tracks,
 )
 from emotion_llama.media import decode_clip
@@ -181,3 +184,26 @@ def test_peak_is_the_crop_most_unlike_the_others_not_the_brightest():
     crops[2] = np.clip(base.astype(int) + 40, 0, 255)  # only brighter: lighting, not expression
     crops[5] = base[::-1]  # a different picture
     assert choose_peak_frame(crops) == 5
+
+
+def test_whole_frames_are_searched_only_on_key_frames_and_the_moving_face_is_still_followed(media: MediaCatalogue):
+    # The drawn face drifts 40 px to the right over 4 s and changes expression.
+    decoded = decode_clip(media["expressive_face.mp4"], TRACKED_POSITIONS)
+
+    class CountingDetector:
+        def __init__(self) -> None:
+            self.haar, self.whole = HaarFaceDetector(), 0
+
+        def detect(self, frame: np.ndarray) -> list[FaceBox]:
+            self.whole += 1
+            return self.haar.detect(frame)
+
+        def detect_near(self, frame: np.ndarray, box: FaceBox) -> list[FaceBox]:
+            return self.haar.detect_near(frame, box)
+
+    counting = CountingDetector()
+    tracked = find_main_face(decoded.frames, decoded.frame_times, counting)
+    everywhere = follow_person(decoded.frames, decoded.frame_times, HaarFaceDetector(), full_every=1)
+    assert counting.whole == len(key_frames(16, FULL_EVERY)) == 2
+    assert tracked.coverage == everywhere.coverage == 1.0
+    assert min(a.iou(b) for a, b in zip(tracked.boxes, everywhere.boxes)) > 0.7
