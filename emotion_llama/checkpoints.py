@@ -252,12 +252,9 @@ def load_official(
     token: str | None = None,
     quantization=None,
 ):
-    """Build the ``official`` preset from its published sources (local paths or the Hub).
-
-    The model skeleton is created on the meta device and every frozen part is assigned
-    from its source, so no random 7B model is ever allocated. ``quantization``: a
-    transformers ``BitsAndBytesConfig`` for the LLM (``runtime.quantization``), or None.
-    """
+    """Build the ``official`` preset from its published sources (local paths or the Hub); the
+    skeleton is made on the meta device and every frozen part assigned from its source, so no
+    random 7B model is ever allocated. ``quantization``: the LLM's ``BitsAndBytesConfig``, or None."""
     import os
 
     from transformers import HubertModel, LlamaForCausalLM, VideoMAEModel, ViTMAEModel
