@@ -97,6 +97,9 @@ def input_column() -> dict[str, gr.components.Component]:
                                max_length=limits.get("max_subtitle_chars"),
                                placeholder="Leave empty to use a subtitle file next to the clip, "
                                            "speech recognition if installed, or no subtitle."),
+        "person": gr.Radio([], label="Whose emotion to read (the clip shows several people; Analyze again)",
+                           visible=False, elem_id="person"),
+        "people": gr.HTML(elem_id="people"),
         "task": gr.Radio(forms.TASK_CHOICES, value="reason", label="Task"),
         "question": gr.Textbox(label="Your question", visible=False, elem_id="question",
                                max_length=limits.get("max_question_chars")),
@@ -134,6 +137,7 @@ def analysis_tab() -> dict[str, gr.components.Component]:
                                  container=True)
     out["faces"] = gr.HTML(label="Face crops (the peak frame is framed in orange)", elem_id="faces", show_label=True,
                                container=True)
+    out["report"] = gr.HTML(elem_id="report")
     out["subtitle_used"] = gr.Markdown(elem_id="subtitle-used")
     out["notes"] = gr.Markdown(elem_id="notes")
     with gr.Accordion("Time per stage and full result (JSON)", open=False):
@@ -169,10 +173,14 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
                              **private)
     reset = bind(handlers.reset_chat, demo)
     form["video"].change(reset, chat["session"], [chat["chatbot"], chat["session"]], **private)
+    form["video"].change(lambda: (gr.update(choices=[], value=None, visible=False), ""), None,
+                         [form["person"], form["people"]], **private)  # a new clip: its people are unknown
 
     fields = [form[name] for name in ("video", "subtitle", "task", "question", "label_set", "custom_labels",
-                                      "temperature", "max_new_tokens", "frame_choice", "leave_out", "demo_parity")]
-    form["analyze"].click(bind(handlers.analyze, demo), fields, [outputs[n] for n in AnalysisView.names()],
+                                      "temperature", "max_new_tokens", "frame_choice", "leave_out", "demo_parity",
+                                      "person")]
+    shown = {**outputs, "people": form["people"], "person": form["person"]}
+    form["analyze"].click(bind(handlers.analyze, demo), fields, [shown[n] for n in AnalysisView.names()],
                           api_name="analyze_stream", **private, **MODEL_EVENTS)
     api["analyze"].click(bind(handlers.analyze_api, demo), fields, api["result"], api_name="analyze", **MODEL_EVENTS)
 

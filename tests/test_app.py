@@ -27,6 +27,7 @@ FAST = {"max_new_tokens": 6, "temperature": 0.0}
 JSON_KEYS = {
     "label", "probabilities", "answer", "task", "modality_attention", "span_attention", "modalities_present",
     "filled_modalities", "subtitle", "frame_time", "warnings", "timings", "engine", "reasoning_check", "out_of_domain",
+    "face_coverage", "face_note", "people", "person", "audio_note",
 }
 
 

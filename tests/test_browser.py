@@ -220,3 +220,29 @@ def test_nothing_of_a_visitor_is_left_on_the_server(page, gradio_temp, tmp_path,
     left = [path for path in gradio_temp.rglob("*") if path.is_file()]
     assert [p for p in left if hashlib.sha256(p.read_bytes()).hexdigest() == digest] == []
     assert [p for p in left if p.suffix.lower() in {".webm", ".png", ".jpg", ".jpeg", ".webp"}] == []
+
+
+def test_the_second_person_is_picked_and_the_report_downloads(page, screenshots):
+    """``examples/two_people.mp4``: both people are offered after a first analysis; picking the
+    second and analysing again reads their face; the report downloads from inside the page."""
+    page.locator("#video-input input[type=file]").set_input_files(str(ROOT / "examples" / "two_people.mp4"))
+    page.wait_for_selector("#video-input video")
+    page.get_by_label("Recognise the emotion").check()
+    page.locator("#analyze-button").click()
+    wait_for_result(page, "#person input[type=radio]")
+    options = page.locator("#person label").all_inner_texts()
+    assert [text.split(" (")[0] for text in options] == ["Person 1", "Person 2"]
+    assert page.locator("#people img").count() == 2
+    first_faces = page.locator("#faces img").get_attribute("src")
+    page.locator("#person label").nth(1).click()
+    page.locator("#analyze-button").click()
+    page.wait_for_function("(old) => { const img = document.querySelector('#faces img');"
+                           " return img && img.getAttribute('src') !== old; }", arg=first_faces)
+    assert page.locator("#person input[type=radio]").nth(1).is_checked()
+    link = page.locator("#report-link")
+    assert link.get_attribute("href").startswith("data:text/html;base64,")
+    with page.expect_download() as download:
+        link.click()
+    saved = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "<svg" in saved and "data:image/jpeg;base64," in saved
+    page.screenshot(path=str(screenshots / "two-people.png"), full_page=True)

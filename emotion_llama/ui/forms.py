@@ -58,6 +58,7 @@ def options_from_form(
     frame_choice: str | None,
     leave_out: Iterable[str] | None,
     demo_parity: bool | None,
+    person: float | None = None,
 ) -> AnalysisOptions:
     question = (question or "").strip() or None
     if task == "free" and not question:
@@ -70,4 +71,18 @@ def options_from_form(
         leave_out=tuple(leave_out or ()),
         demo_parity=bool(demo_parity),
         frame_choice=frame_choice or DEFAULT_FRAME,
+        person=person_from_form(person),
     )
+
+
+def person_from_form(person: float | str | None) -> int | None:
+    """The picker's or an API client's person index; None or empty for the default."""
+    if person is None or person == "":
+        return None
+    try:
+        index = int(person)
+    except (TypeError, ValueError):
+        raise PromptError(f"person must be a whole number from 0, not {person!r}") from None
+    if index != person and str(index) != str(person).strip():
+        raise PromptError(f"person must be a whole number from 0, not {person!r}")
+    return index

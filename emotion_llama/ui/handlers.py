@@ -22,6 +22,7 @@ from ..analysis import Analysis, AnalysisOptions, Event
 from ..chat import ChatSession
 from ..errors import EmotionLlamaError, PromptError
 from ..pipeline import Engine
+from ..report import render_report
 from ..vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, TASKS
 from . import render
 from .forms import options_from_form
@@ -61,6 +62,9 @@ class AnalysisView:
     notes: Any = ""
     timings: Any = ""
     result_json: Any = None
+    people: Any = ""
+    person: Any = None
+    report: Any = ""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -86,6 +90,10 @@ class AnalysisView:
                                              analysis.frame_time) + "\n\n" + render.warnings_markdown(analysis.warnings),
             timings=render.timings_markdown(analysis.timings),
             result_json=analysis.to_json(),
+            people=render.people_strip(analysis.people, analysis.person),
+            person=gr.update(choices=render.person_choices(analysis.people), value=analysis.person,
+                             visible=len(analysis.people) > 1),
+            report=render.report_link(render_report(analysis, options)),
         ))
 
 
@@ -120,12 +128,13 @@ def analysis_events(demo: Demo, video: str | None, subtitle: str | None,
 
 # -- Analyze -----------------------------------------------------------------------------------
 def analyze(demo: Demo, video, subtitle, task, question, label_set, custom_labels, temperature, max_new_tokens,
-            frame_choice, leave_out, demo_parity, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            frame_choice, leave_out, demo_parity, person=None, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """The page's Analyze: stages as progress, the answer as it is written, then every output."""
-    yield astuple(AnalysisView())  # no stale result from an earlier clip
+    yield AnalysisView.only(**{name: value for name, value in vars(AnalysisView()).items()
+                               if name != "person"})  # no stale result; the person picked stays
     with request(demo, video):
         options = options_from_form(task, question, label_set, custom_labels, temperature, max_new_tokens,
-                                    frame_choice, leave_out, demo_parity)
+                                    frame_choice, leave_out, demo_parity, person)
         progress(0.0, desc="reading the clip")
         with closing(analysis_events(demo, video, subtitle, options)) as events:  # a visitor who leaves stops it
             yield from _analysis_outputs(events, options, progress)
@@ -145,11 +154,12 @@ def _analysis_outputs(events, options: AnalysisOptions, progress) -> Iterator[tu
 
 def analyze_api(demo: Demo, video, subtitle=None, task="emotion", question=None, label_set=DEFAULT_LABEL_SET,
                 custom_labels=None, temperature=0.0, max_new_tokens=ANSWER_TOKENS, frame_choice=DEFAULT_FRAME,
-                leave_out=None, demo_parity=False) -> dict:
-    """``/analyze``: one whole analysis as the JSON of ``python -m emotion_llama analyze --json``."""
+                leave_out=None, demo_parity=False, person=None) -> dict:
+    """``/analyze``: one whole analysis as the JSON of ``python -m emotion_llama analyze --json``;
+    ``person``: whose face to read, an index of the result's ``people`` (None: the one seen most)."""
     with request(demo, video):
         options = options_from_form(task, question, label_set, custom_labels, temperature, max_new_tokens,
-                                    frame_choice, leave_out, demo_parity)
+                                    frame_choice, leave_out, demo_parity, person)
         result = None
         for result in analysis_events(demo, video, subtitle, options):
             pass

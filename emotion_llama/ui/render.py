@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import WeightSources
-from ..report import inline_image  # noqa: F401 - the page's pictures, shared with the report
+from ..report import inline_image
 from ..vocab import MODALITIES, MODALITY, TEXT_SPANS
 
 MODALITY_NAMES = {m: MODALITY[m].display for m in MODALITIES}
@@ -146,3 +146,39 @@ def modalities_markdown(present: dict[str, bool], filled: dict[str, str], frame_
 def timings_markdown(timings: dict[str, float]) -> str:
     rows = "\n".join(f"| {stage.replace('_', ' ')} | {seconds:.3f} |" for stage, seconds in timings.items())
     return f"| stage | seconds |\n|---|---:|\n{rows}"
+
+
+# -- people and the report -----------------------------------------------------------------------
+def person_name(index: int) -> str:
+    """How the page names person ``index`` (0-based in the library, from 1 on the page)."""
+    return f"Person {index + 1}"
+
+
+def person_choices(people: list) -> list[tuple[str, int]]:
+    """The picker's choices: each person's name and how often they were seen; values are indices."""
+    return [(f"{person_name(p.index)} (seen in {p.frames_seen} of {p.frames_sampled} frames)", p.index)
+            for p in people]
+
+
+def people_strip(people: list, chosen: int) -> str:
+    """Every person's thumbnail, named as in the picker; the one analysed is outlined."""
+    if len(people) < 2:
+        return ""
+    cells = []
+    for person in people:
+        border = "3px solid #f97316" if person.index == chosen else "3px solid transparent"
+        image = inline_image(person.thumbnail, person_name(person.index), style=f"width:72px;border:{border}")
+        cells.append(f'<figure style="display:inline-block;margin:0 8px 0 0;text-align:center">{image}'
+                     f"<figcaption>{person_name(person.index)}</figcaption></figure>")
+    return "".join(cells)
+
+
+def report_link(page: str, name: str = "emotion-llama-report.html") -> str:
+    """A download link whose file travels inside the page (a ``data:`` URL): the report, which
+    holds a frame of the visitor's clip, is never written to the server's disk."""
+    import base64
+
+    payload = base64.b64encode(page.encode("utf-8")).decode("ascii")
+    return (f'<a href="data:text/html;base64,{payload}" download="{name}" id="report-link" '
+            'style="display:inline-block;padding:6px 14px;border-radius:6px;background:#2563eb;color:white;'
+            'text-decoration:none">Download the report (HTML, opens offline)</a>')
