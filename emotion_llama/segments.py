@@ -89,17 +89,24 @@ def frame_energy_db(audio: np.ndarray, frame_samples: int) -> np.ndarray:
 
 
 def adaptive_threshold(energy_db: np.ndarray, settings: SegmentationSettings) -> np.ndarray:
-    """Per frame: the local noise floor (a low percentile around it) plus the margin.
+    """Per frame: the local noise floor plus the margin, never below the silence level.
 
-    The floor is measured on a coarse grid (every half second) and interpolated, so a
-    10-minute track costs a few thousand percentiles, not one per frame.
+    The floor is the higher of a low percentile of the sound just before and of the sound
+    just after each moment: where the room gets louder, the part after counts at once,
+    and where it gets quieter, the part before stops counting as soon as a few quiet
+    frames enter it. It is measured on a coarse grid (every half second) and
+    interpolated, so a 10-minute track costs a few thousand percentiles, not one per frame.
     """
     if energy_db.size == 0:
         return energy_db
     half = max(1, round(settings.floor_window_s / 2 / settings.frame_s))
     step = max(1, round(0.5 / settings.frame_s))
     grid = np.arange(0, energy_db.size, step)
-    floor = [np.percentile(energy_db[max(0, i - half) : i + half], settings.floor_percentile) for i in grid]
+    floor = [
+        max(np.percentile(energy_db[max(0, i - half) : i + 1], settings.floor_percentile),
+            np.percentile(energy_db[i : i + half], settings.floor_percentile))
+        for i in grid
+    ]
     local_floor = np.interp(np.arange(energy_db.size), grid, floor)
     return np.maximum(local_floor + settings.margin_db, settings.silence_db)
 
