@@ -323,6 +323,8 @@ def timeline_iter(engine: Engine, path: str | os.PathLike[str],
                 segments.append(score_segment(engine, prepared, coverage, span, index, options, timings))
                 yield segments[-1]
         except TimelineBudgetError as error:
+            if not segments:
+                raise
             video.warnings.append(f"{error} Only the first {len(segments)} of {len(spans)} segments were scored.")
     timings["total"] = time.perf_counter() - started
     warnings = [*video.warnings, *([engine.info["warning"]] if engine.info.get("warning") else [])]

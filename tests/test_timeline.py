@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -22,7 +23,15 @@ from media_factory import make_test_pattern_clip, media, run_ffmpeg  # noqa: F40
 from emotion_llama.analysis import AnalysisOptions, Event
 from emotion_llama.clip import SAMPLE_RATE
 from emotion_llama.segments import SegmentationSettings, Span, cover, parse_cues, speech_turns, text_between
-from emotion_llama.timeline import Segment, Timeline, build_timeline, segment_clip, timeline_iter
+from emotion_llama.timeline import (
+    Segment,
+    Timeline,
+    TimelineBudgetError,
+    TimelineOptions,
+    build_timeline,
+    segment_clip,
+    timeline_iter,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Three clips the shipped tiny model labels right on their own, of three different labels.
@@ -148,6 +157,24 @@ def test_the_duration_cap_holds(engine, media, monkeypatch):
     assert timeline.duration == 12 and timeline.segments[-1].end == pytest.approx(12)
     assert timeline.video_duration == pytest.approx(600, abs=1)
     assert any("EMOTION_LLAMA_MAX_TIMELINE_SECONDS" in warning for warning in timeline.warnings)
+
+
+def test_a_timeline_over_its_time_budget_keeps_the_segments_done(engine, tmp_path, monkeypatch):
+    import emotion_llama.timeline as timeline_module
+
+    real_score = timeline_module.score_segment
+
+    def slow_score(*args, **kwargs):
+        time.sleep(3.0)
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(timeline_module, "score_segment", slow_score)
+    video = make_test_pattern_clip(tmp_path / "pattern.mp4", seconds=20.0, audio=False)
+    timeline = build_timeline(engine, video, TimelineOptions(budget_s=6.0))
+    assert 1 <= len(timeline.segments) < 5 and timeline.segments[-1].end < timeline.duration
+    assert any("EMOTION_LLAMA_TIMELINE_SECONDS" in w and "Only the first" in w for w in timeline.warnings)
+    with pytest.raises(TimelineBudgetError, match="EMOTION_LLAMA_TIMELINE_SECONDS"):  # nothing done: an error
+        build_timeline(engine, video, TimelineOptions(budget_s=1e-6))
 
 
 def test_a_header_that_claims_more_than_the_picture_holds_ends_the_timeline_at_the_picture(engine, media):
