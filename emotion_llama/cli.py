@@ -106,6 +106,37 @@ def analyze_folder(args: argparse.Namespace, options) -> int:
     summary = analyze_folder(args.clip, args.out, options, weights=args.weights, device=args.device,
                              threads=args.threads, retry_failed=args.retry_failed)
     print(summary.line())
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import load_engine
+    from .prompts import parse_labels
+    from .timeline import Segment, Timeline, TimelineOptions, timeline_iter
+
+    options = TimelineOptions(labels=parse_labels(args.labels), frame_choice=args.frame,
+                              subtitles=not args.no_subtitles)
+    engine = load_engine(args.weights, device=args.device)
+    timeline = bar = None
+    for item in timeline_iter(engine, args.video, options):
+        if isinstance(item, Segment):
+            bar.set_postfix_str(f"{item.end:.0f} s: {item.label}", refresh=False)
+            bar.update()
+        elif isinstance(item, Timeline):
+            timeline = item
+        elif item.kind == "plan":  # the video is cut: the number of segments is known
+            bar = tqdm(total=int(item.value), desc="timeline", unit="segment", disable=args.no_progress)
+    if bar is not None:
+        bar.close()
+    text = timeline.to_csv() if args.csv else json.dumps(timeline.to_json(), indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    for warning in timeline.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -234,6 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--retry-failed", action="store_true", help="with a FOLDER: try clips that failed before")
     analyze.add_argument("--threads", type=int, default=1, help="with a FOLDER: CPU threads per process (default 1)")
     analyze.set_defaults(run=cmd_analyze)
+
+    timeline = commands.add_parser("timeline", help="label every segment of a whole video (JSON or CSV)")
+    timeline.add_argument("video")
+    timeline_format = timeline.add_mutually_exclusive_group()
+    timeline_format.add_argument("--json", action="store_true", help="one JSON document (the default)")
+    timeline_format.add_argument("--csv", action="store_true", help="one row per segment")
+    timeline.add_argument("--out", help="write to this file (default: standard output)")
+    timeline.add_argument("--labels", help="comma-separated candidate labels (default: MERR's nine)")
+    timeline.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
+    timeline.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    timeline.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+    timeline.add_argument("--no-subtitles", action="store_true", help="ignore a .srt/.vtt file beside the video")
+    timeline.add_argument("--no-progress", action="store_true", help="no progress bar")
+    timeline.set_defaults(run=cmd_timeline)
 
     extract = commands.add_parser(
         "extract",

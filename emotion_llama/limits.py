@@ -37,6 +37,11 @@ SETTINGS: dict[str, Setting] = {
     "max_streams": Setting("EMOTION_LLAMA_MAX_STREAMS", 16, "streams in one container"),
     "decoder_threads": Setting("EMOTION_LLAMA_DECODER_THREADS", 2, "threads of the video decoder, per request"),
     "decode_seconds": Setting("EMOTION_LLAMA_DECODE_SECONDS", 60.0, "seconds a clip may take to decode"),
+    "max_timeline_seconds": Setting("EMOTION_LLAMA_MAX_TIMELINE_SECONDS", 600.0,
+                                    "seconds of a video an emotion timeline covers (its start)"),
+    "timeline_seconds": Setting("EMOTION_LLAMA_TIMELINE_SECONDS", 900.0,
+                                "seconds one timeline may take, decoding and scoring (it stops there, "
+                                "keeping the segments done)"),
     # -- text ---------------------------------------------------------------------------------
     "max_subtitle_chars": Setting("EMOTION_LLAMA_MAX_SUBTITLE_CHARS", 1500, "characters of a subtitle"),
     "max_subtitle_tokens": Setting("EMOTION_LLAMA_MAX_SUBTITLE_TOKENS", 400, "tokens of a subtitle"),

@@ -25,6 +25,7 @@ from emotion_llama.faces import (
     default_face_detector,
     follow_person,
 )
+from emotion_llama.media import DecodedClip as MediaClip
 from emotion_llama.media import MediaLimits, decode_clip
 from emotion_llama.vocab import DEFAULT_FRAME, FRAME_CHOICES
 
@@ -127,17 +128,28 @@ class DecodedClip:
 
 def decode_for_encoders(path: str | os.PathLike[str], options: PrepareOptions) -> DecodedClip:
     """Decode the frames and the sound, follow the main face and crop it."""
-    timings: dict[str, float] = {}
     started = time.perf_counter()
+    decoded = decode_clip(path, sample_positions(options), options.media_limits())
+    return follow_faces(decoded, options, {"decode": time.perf_counter() - started})
+
+
+def sample_positions(options: PrepareOptions) -> list[float]:
+    """Where frames are decoded, as fractions of the analysed window: the local frames, the
+    temporal ones, then the first and the middle frame (``follow_faces`` reads them in this order)."""
     temporal_positions = _evenly_spaced(options.n_temporal_frames)
     local_positions = _evenly_spaced(options.n_local_frames, within=temporal_positions)
-    decoded = decode_clip(path, [*local_positions, *temporal_positions, 0.0, 0.5], options.media_limits())
-    n_local, n_temporal = len(local_positions), len(temporal_positions)
+    return [*local_positions, *temporal_positions, 0.0, 0.5]
+
+
+def follow_faces(decoded: MediaClip, options: PrepareOptions, timings: dict[str, float] | None = None) -> DecodedClip:
+    """The encoders' inputs from frames decoded at ``sample_positions(options)`` (a whole clip,
+    or any window of one): follow the main face, crop it, find the peak frame."""
+    timings = dict(timings or {})
+    n_local, n_temporal = options.n_local_frames, options.n_temporal_frames
     local_times = decoded.frame_times[:n_local]
     temporal_times = decoded.frame_times[n_local : n_local + n_temporal]
     first_frame_time, middle_frame_time = decoded.frame_times[-2:]
     frame_at = dict(zip(decoded.frame_times, decoded.frames))
-    timings["decode"] = time.perf_counter() - started
 
     started = time.perf_counter()
     tracked_times = sorted(set(local_times) | set(temporal_times))
