@@ -4,7 +4,7 @@ Detection sits behind the small ``FaceDetector`` protocol; OpenCV 4's Haar front
 cascade is the default because its model ships inside the opencv wheel, so a stronger
 detector can replace it once its weights exist. Detections are linked across frames
 into ``FaceTrack``s; the people are the persistent tracks, the one seen most often and
-most clearly first (see ``FaceTrack.evidence``), and person 0 is the one analysed unless
+most clearly first (see ``FaceTrack.rank``), and person 0 is the one analysed unless
 another is chosen.
 
 Detecting faces in every sampled frame is the slow part (~45 ms a 720p frame), so
@@ -217,16 +217,19 @@ class FaceTrack:
         return self.boxes[max(self.boxes)]
 
     @property
-    def evidence(self) -> float:
-        """How often and how clearly the face was seen: the sum of its detections' strengths
-        (those at or under 0 count nothing), so with a detector that gives no strengths
-        it is the number of frames seen."""
-        return float(sum(max(0.0, box.strength) for box in self.boxes.values()))
+    def clear_frames(self) -> int:
+        """Frames where the face was seen clearly: its detection's strength is above 0.
+
+        For the Haar cascade that is where the last stage's boosted vote is for a face on
+        its own, before the threshold that training lowers to miss almost no face; a
+        detector that gives no strengths sees every face clearly.
+        """
+        return sum(box.strength > 0 for box in self.boxes.values())
 
     @property
-    def rank(self) -> tuple[float, int, float]:
-        """The people's order, larger first: evidence, then frames seen, then size."""
-        return self.evidence, len(self.boxes), self.mean_area
+    def rank(self) -> tuple[int, int, float]:
+        """The people's order, larger first: frames seen clearly, then frames seen, then size."""
+        return self.clear_frames, len(self.boxes), self.mean_area
 
     @property
     def mean_area(self) -> float:
@@ -340,7 +343,7 @@ def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector, full_every
 
 
 def _follow(tracks: list[FaceTrack], index: int, frame: np.ndarray, search_near) -> bool:
-    """Search near each recent track's last box; True when the track with the most evidence so far was
+    """Search near each recent track's last box; True when the track ranked first so far was
     in the frame before and is not found (other tracks wait for the next key frame)."""
     leader = max(tracks, key=lambda t: t.rank, default=None)
     lost = False
@@ -436,7 +439,7 @@ def follow_person(
     People are the tracks seen in at least ``min_other_share`` of the frames (and twice),
     so a single false detection is not a person, plus the most persistent track in any
     case; ``person`` indexes them (None or 0: the one seen most often and most clearly, the largest
-    ``FaceTrack.evidence``). Raises
+    ``FaceTrack.rank``). Raises
     ``NoSuchPersonError`` for an index past the people found.
     """
     tracks = track_faces(frames, detector or default_face_detector(), full_every)
