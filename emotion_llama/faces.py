@@ -3,8 +3,9 @@
 Detection sits behind the small ``FaceDetector`` protocol; OpenCV 4's Haar frontal
 cascade is the default because its model ships inside the opencv wheel, so a stronger
 detector can replace it once its weights exist. Detections are linked across frames
-into ``FaceTrack``s; the people are the persistent tracks, the most persistent first
-(then the largest), and person 0 is the one analysed unless another is chosen.
+into ``FaceTrack``s; the people are the persistent tracks, the one seen most often and
+most clearly first (see ``FaceTrack.rank``), and person 0 is the one analysed unless
+another is chosen.
 
 Detecting faces in every sampled frame is the slow part (~45 ms a 720p frame), so
 ``track_faces`` runs the full detector only on a few key frames and, in the frames
@@ -34,12 +35,18 @@ THUMBNAIL_SIDE = 96
 
 @dataclass(frozen=True)
 class FaceBox:
-    """An axis-aligned face box in pixels of the frame it was found in."""
+    """An axis-aligned face box in pixels of the frame it was found in.
+
+    ``strength`` is how sure the detector was that this is a face (higher: surer; 1.0
+    from a detector that does not say), so a false detection that is seen as often as a
+    real face still weighs less than it; it takes no part in comparing boxes.
+    """
 
     x: float
     y: float
     width: float
     height: float
+    strength: float = field(default=1.0, compare=False)
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -64,10 +71,10 @@ class FaceBox:
         return float(np.hypot(ax - bx, ay - by))
 
     def scaled(self, factor: float) -> FaceBox:
-        return FaceBox(self.x * factor, self.y * factor, self.width * factor, self.height * factor)
+        return FaceBox(self.x * factor, self.y * factor, self.width * factor, self.height * factor, self.strength)
 
     def shifted(self, dx: float, dy: float) -> FaceBox:
-        return FaceBox(self.x + dx, self.y + dy, self.width, self.height)
+        return FaceBox(self.x + dx, self.y + dy, self.width, self.height, self.strength)
 
     def square(self, side: float) -> FaceBox:
         """A ``side``-wide square on the same centre."""
@@ -103,7 +110,9 @@ class HaarFaceDetector:
     least 14 of the 16 sampled frames of each of the six real test clips. ``detect_near``
     (the search around a face already found) sees the face ``near_face_side`` pixels
     wide, as large as a 720p face at 360 px, within a factor ``near_size_change`` of its
-    last size and in a square ``near_reach`` times its side.
+    last size and in a square ``near_reach`` times its side. Each box's ``strength`` is
+    the cascade's score at its last stage (OpenCV's level weight): windows, posters and
+    other face-like texture pass the cascade with low scores, real faces mostly with high.
     """
 
     def __init__(
@@ -159,14 +168,15 @@ class HaarFaceDetector:
         return [face.scaled(1 / scale).shifted(x0, y0) for face in found]
 
     def _run(self, grey: np.ndarray, min_side: int, max_side: int = 0) -> list[FaceBox]:
-        found = self._cascade().detectMultiScale(
+        found, _, scores = self._cascade().detectMultiScale3(
             grey,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
             minSize=(min_side, min_side),
             maxSize=(max_side, max_side),
+            outputRejectLevels=True,  # same boxes, plus each one's score
         )
-        return [FaceBox(*map(float, box)) for box in found]
+        return [FaceBox(*map(float, box), strength=float(score)) for box, score in zip(found, scores)]
 
     def _cascade(self) -> cv2.CascadeClassifier:
         if not hasattr(self._per_thread, "cascade"):
@@ -205,6 +215,21 @@ class FaceTrack:
     @property
     def last_box(self) -> FaceBox:
         return self.boxes[max(self.boxes)]
+
+    @property
+    def clear_frames(self) -> int:
+        """Frames where the face was seen clearly: its detection's strength is above 0.
+
+        For the Haar cascade that is where the last stage's boosted vote is for a face on
+        its own, before the threshold that training lowers to miss almost no face; a
+        detector that gives no strengths sees every face clearly.
+        """
+        return sum(box.strength > 0 for box in self.boxes.values())
+
+    @property
+    def rank(self) -> tuple[int, int, float]:
+        """The people's order, larger first: frames seen clearly, then frames seen, then size."""
+        return self.clear_frames, len(self.boxes), self.mean_area
 
     @property
     def mean_area(self) -> float:
@@ -318,9 +343,9 @@ def track_faces(frames: Sequence[np.ndarray], detector: FaceDetector, full_every
 
 
 def _follow(tracks: list[FaceTrack], index: int, frame: np.ndarray, search_near) -> bool:
-    """Search near each recent track's last box; True when the track seen most so far was
+    """Search near each recent track's last box; True when the track ranked first so far was
     in the frame before and is not found (other tracks wait for the next key frame)."""
-    leader = max(tracks, key=lambda t: (len(t.boxes), t.mean_area), default=None)
+    leader = max(tracks, key=lambda t: t.rank, default=None)
     lost = False
     for track in tracks:
         last = max(track.boxes)
@@ -413,11 +438,12 @@ def follow_person(
 
     People are the tracks seen in at least ``min_other_share`` of the frames (and twice),
     so a single false detection is not a person, plus the most persistent track in any
-    case; ``person`` indexes them (None or 0: the one seen most often). Raises
+    case; ``person`` indexes them (None or 0: the one seen most often and most clearly, the largest
+    ``FaceTrack.rank``). Raises
     ``NoSuchPersonError`` for an index past the people found.
     """
     tracks = track_faces(frames, detector or default_face_detector(), full_every)
-    tracks.sort(key=lambda t: (len(t.boxes), t.mean_area), reverse=True)
+    tracks.sort(key=lambda t: t.rank, reverse=True)
     min_frames = max(2, min_other_share * len(frames))
     people = tracks[:1] + [track for track in tracks[1:] if len(track.boxes) >= min_frames]
     chosen = _person_index(person, len(people))
@@ -437,14 +463,14 @@ def find_main_face(
     frames: Sequence[np.ndarray], times: Sequence[float], detector: FaceDetector | None = None,
     min_other_share: float = 1 / 3,
 ) -> FaceAnalysis:
-    """The person seen most often (``follow_person`` with person 0)."""
+    """The person seen most often and most clearly (``follow_person`` with person 0)."""
     return follow_person(frames, times, detector, min_other_share=min_other_share)
 
 
 def _person_index(person: int | None, found: int) -> int:
     chosen = person or 0
     if chosen < 0 or chosen >= max(1, found):
-        seen = (f"{found} people were found, numbered 0 to {found - 1} (0 is the one seen most often)"
+        seen = (f"{found} people were found, numbered 0 to {found - 1} (0 is the one seen most often and most clearly)"
                 if found > 1 else "only one person was found (person 0)" if found else
                 "no face was found, so only person 0 (the centre of the frame) can be analysed")
         raise NoSuchPersonError(f"there is no person {person} in this clip: {seen}; choose one of them.")

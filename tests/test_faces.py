@@ -121,6 +121,22 @@ def test_a_single_false_detection_is_not_another_person():
     assert faces.coverage == 1.0 and faces.other_people == 0
 
 
+def test_a_weak_detection_seen_in_every_frame_does_not_outrank_a_clear_face():
+    # A window or poster the cascade passes with a score under 0 in all 8 frames, and a real
+    # face it scores high in 7 of them: the face is person 0, the texture comes after it.
+    frames = [np.zeros((240, 320, 3), np.uint8)] * 8
+
+    class ScriptedDetector:
+        def detect(self, frame: np.ndarray) -> list[FaceBox]:
+            self.calls = getattr(self, "calls", 0) + 1
+            clear_face = [FaceBox(20, 20, 60, 60, strength=4.0)] if self.calls != 5 else []
+            return [FaceBox(200, 100, 70, 70, strength=-0.3)] + clear_face
+
+    faces = find_main_face(frames, [i / 8 for i in range(8)], ScriptedDetector())
+    assert faces.people[0].frames_seen == 7 and faces.people[1].frames_seen == 8
+    assert abs(faces.boxes[0].centre[0] - 50) < 1, "the crops follow the clear face"
+
+
 def test_another_detector_plugs_in_through_the_protocol(media: MediaCatalogue):
     class FixedBoxDetector:
         def detect(self, frame: np.ndarray) -> list[FaceBox]:
