@@ -44,7 +44,7 @@ class Person:
     frames_sampled: int
     box: tuple[int, int, int, int]
     frame_index: int
-    thumbnail: np.ndarray = field(repr=False)  # (96, 96, 3) uint8 RGB
+    thumbnail: np.ndarray = field(repr=False, compare=False)  # (96, 96, 3) uint8 RGB
 
     @property
     def share(self) -> float:

@@ -60,11 +60,11 @@ class AnalysisView:
     faces: Any = ""
     subtitle_used: Any = ""
     notes: Any = ""
-    timings: Any = ""
-    result_json: Any = None
     people: Any = ""
     person: Any = None
     report: Any = ""
+    timings: Any = ""
+    result_json: Any = None  # last: API clients of the page's stream read the JSON there
 
     @classmethod
     def names(cls) -> list[str]:
