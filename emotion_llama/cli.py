@@ -106,6 +106,7 @@ def analyze_folder(args: argparse.Namespace, options) -> int:
     summary = analyze_folder(args.clip, args.out, options, weights=args.weights, device=args.device,
                              threads=args.threads, retry_failed=args.retry_failed)
     print(summary.line())
+    return 0
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
