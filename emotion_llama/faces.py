@@ -28,7 +28,8 @@ from emotion_llama.clip import Person
 from emotion_llama.errors import NoSuchPersonError, WeightsUnavailableError
 
 NO_FACE_WARNING = "no face found: used the centre of the frame"
-FULL_EVERY = 15  # a full detection on the first sampled frame, every 15th and the last
+FULL_EVERY = 4  # full detections on the first sampled frame, every 4th and the last (5 of 16): they re-anchor
+# the box size, which the nearby search alone lets drift (the shipped model reads drifted crops less well)
 HOLD = 2  # a track missed in a frame is still searched for near its box this many frames on
 THUMBNAIL_SIDE = 96
 
