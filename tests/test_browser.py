@@ -225,6 +225,8 @@ def test_nothing_of_a_visitor_is_left_on_the_server(page, gradio_temp, tmp_path,
 def test_the_second_person_is_picked_and_the_report_downloads(page, screenshots):
     """``examples/two_people.mp4``: both people are offered after a first analysis; picking the
     second and analysing again reads their face; the report downloads from inside the page."""
+    page.reload()  # a new visitor
+    page.wait_for_selector("#analyze-button")
     page.locator("#video-input input[type=file]").set_input_files(str(ROOT / "examples" / "two_people.mp4"))
     page.wait_for_selector("#video-input video")
     page.get_by_label("Recognise the emotion").check()
