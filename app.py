@@ -23,7 +23,7 @@ import gradio as gr
 from emotion_llama import limits
 from emotion_llama.pipeline import Engine, load_engine
 from emotion_llama.text_limits import max_label_list_chars
-from emotion_llama.ui import forms, handlers, render
+from emotion_llama.ui import forms, handlers, render, timelines
 from emotion_llama.ui.handlers import GENERIC_FAILURE, AnalysisView, Demo
 from emotion_llama.ui.sessions import Janitor
 from emotion_llama.ui.uploads import UploadStore
@@ -74,6 +74,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
                     outputs = analysis_tab()
                 with gr.Tab("Chat", elem_id="chat-tab"):
                     chat = chat_tab()
+                with gr.Tab("Timeline", elem_id="timeline-tab"):
+                    timeline = timeline_tab()
         gr.Examples(
             [[str(EXAMPLES_DIR / e["clip"]), e["subtitle"], e["task"], e["question"]] for e in EXAMPLES],
             inputs=[form["video"], form["subtitle"], form["task"], form["question"]],
@@ -82,8 +84,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
         gr.Markdown(render.responsible_use(unused_upload_s + sweep_s, state.conversations.ttl),
                     elem_id="responsible-use")
         wire(state, form, outputs, chat, api_inputs())
+        wire_timeline(state, form, timeline)
     page.queue(default_concurrency_limit=CONCURRENCY, max_size=limits.get("queue_size"))
-    Janitor([state.conversations.sweep, engine.cache.sweep], every=sweep_s).start()
+    Janitor([state.conversations.sweep, engine.cache.sweep, state.store.sweep], every=sweep_s).start()
     return page
 
 
@@ -159,10 +162,48 @@ def chat_tab() -> dict[str, gr.components.Component]:
     return chat
 
 
+def timeline_tab() -> dict[str, gr.components.Component]:
+    gr.Markdown(f"The emotion over the whole video (up to {limits.get('max_timeline_seconds') / 60:g} minutes), "
+                "segment by segment: speech turns, or 4-s windows where nobody speaks. Each segment's label is "
+                "scored, not written, so this stays quick; open a segment to see where the model looked and, "
+                "on request, its reasoning. The video is kept until "
+                f"{render.duration_in_words(limits.get('session_ttl_s'))} after your last request about it.")
+    tab = {"build": gr.Button("Build the emotion timeline", variant="primary", elem_id="timeline-button"),
+           "chart": gr.HTML(elem_id="timeline-chart"), "summary": gr.Markdown(elem_id="timeline-summary"),
+           "segment": gr.Dropdown([], label="Segment", visible=False, elem_id="segment")}
+    with gr.Row():
+        tab["show"] = gr.Button("Show this segment", elem_id="segment-show")
+        tab["explain"] = gr.Button("Explain this segment", elem_id="segment-explain")
+    with gr.Row():
+        tab["overlay"] = gr.HTML(label="Where the model looked", elem_id="segment-overlay")
+        tab["label"] = gr.Label(label="The segment's emotion", elem_id="segment-label")
+    tab["answer"] = gr.Textbox(label="Answer", lines=3, elem_id="segment-answer")
+    tab["report"] = gr.HTML(elem_id="timeline-report")
+    tab["state"] = gr.State(None)
+    return tab
+
+
+def wire_timeline(demo: Demo, form: dict, tab: dict) -> None:
+    settings = [form[name] for name in ("video", "label_set", "custom_labels", "frame_choice", "leave_out",
+                                        "demo_parity", "person")]
+    tab["build"].click(bind(timelines.build, demo), settings,
+                       [tab[name] for name in timelines.TimelineView.names()], api_name="timeline_stream",
+                       api_visibility="private", **MODEL_EVENTS)
+    for button, task in ((tab["show"], "emotion"), (tab["explain"], "reason")):
+        button.click(bind(timelines.open_segment, demo), [tab["state"], tab["segment"], gr.State(task),
+                                                          form["temperature"], form["max_new_tokens"]],
+                     [tab["overlay"], tab["label"], tab["answer"]], api_visibility="private", **MODEL_EVENTS)
+    api = gr.Button(visible=False)
+    api.click(bind(timelines.timeline_api, demo), [form["video"], form["label_set"], form["custom_labels"],
+                                                   gr.Number(visible=False, value=None)],
+              gr.JSON(visible=False), api_name="timeline", **MODEL_EVENTS)
+
+
 def api_inputs() -> dict[str, gr.components.Component]:
     """Inputs and outputs only an API client sees."""
     with gr.Column(visible=False):
         return {"task": gr.Textbox(value="free"), "reply": gr.Textbox(), "result": gr.JSON(),
+                "person": gr.Number(value=None, precision=0),
                 "state": gr.State(None), "analyze": gr.Button(), "chat": gr.Button()}
 
 
@@ -182,7 +223,8 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
     shown = {**outputs, "people": form["people"], "person": form["person"]}
     form["analyze"].click(bind(handlers.analyze, demo), fields, [shown[n] for n in AnalysisView.names()],
                           api_name="analyze_stream", **private, **MODEL_EVENTS)
-    api["analyze"].click(bind(handlers.analyze_api, demo), fields, api["result"], api_name="analyze", **MODEL_EVENTS)
+    api["analyze"].click(bind(handlers.analyze_api, demo), [*fields[:-1], api["person"]], api["result"],
+                         api_name="analyze", **MODEL_EVENTS)
 
     settings = [form[name] for name in ("video", "subtitle", "label_set", "custom_labels", "temperature",
                                         "max_new_tokens", "frame_choice", "leave_out", "demo_parity")]

@@ -302,12 +302,27 @@ def _add(timings: dict[str, float], name: str, seconds: float) -> None:
 # --- the whole video --------------------------------------------------------------------------
 
 
-def timeline_iter(engine: Engine, path: str | os.PathLike[str],
-                  options: TimelineOptions | None = None) -> Iterator[Event | Segment | Timeline]:
-    """Progress events and each scored segment as it is done, then the ``Timeline``."""
+SegmentInputs = tuple[PreparedClip, float, Span, int]  # a segment's inputs, face coverage, span and index
+
+
+def score_segments(engine: Engine, batch: list[SegmentInputs], options: TimelineOptions,
+                   timings: dict[str, float] | None = None) -> Iterator[Segment]:
+    """Each segment of ``batch`` scored, in order: the model's share of a timeline (what a
+    borrowed GPU runs on ZeroGPU, ``ui/gpu.py``)."""
+    timings = {} if timings is None else timings
+    for prepared, coverage, span, index in batch:
+        yield score_segment(engine, prepared, coverage, span, index, options, timings)
+
+
+def timeline_iter(engine: Engine, path: str | os.PathLike[str], options: TimelineOptions | None = None,
+                  scorer=None, batch_size: int = 1) -> Iterator[Event | Segment | Timeline]:
+    """Progress events and each scored segment as it is done, then the ``Timeline``.
+    ``scorer(batch, options)`` scores ``batch_size`` decoded segments at a time (default:
+    ``score_segments`` in this process); decoding stays here, in order."""
     options = options or TimelineOptions()
     options.analysis_options()  # bad labels or modalities fail before the video is read
     timings: dict[str, float] = {}
+    scorer = scorer or (lambda batch, options: score_segments(engine, batch, options, timings))
     started = time.perf_counter()
     yield Event("stage", "reading the sound track")
     with open_video(path, options) as video:
@@ -316,12 +331,7 @@ def timeline_iter(engine: Engine, path: str | os.PathLike[str],
         yield Event("plan", str(len(spans)))
         segments: list[Segment] = []
         try:
-            for index, span in enumerate(spans):
-                video.budget.check()
-                prepared, coverage = video.inputs(span, options)
-                _add(timings, "decode_and_faces", sum(prepared.timings.get(k, 0.0) for k in ("decode", "faces")))
-                segments.append(score_segment(engine, prepared, coverage, span, index, options, timings))
-                yield segments[-1]
+            yield from _scored(video, spans, options, scorer, batch_size, segments, timings)
         except TimelineBudgetError as error:
             if not segments:
                 raise
@@ -330,6 +340,22 @@ def timeline_iter(engine: Engine, path: str | os.PathLike[str],
     warnings = [*video.warnings, *([engine.info["warning"]] if engine.info.get("warning") else [])]
     yield Timeline(segments, video.window[1], video.declared, tuple(options.labels), how, video.subtitle_file,
                    warnings, dict(engine.info), timings)
+
+
+def _scored(video: _Video, spans: list[Span], options: TimelineOptions, scorer, batch_size: int,
+            segments: list[Segment], timings: dict[str, float]) -> Iterator[Segment]:
+    """Decode the segments in order and score them ``batch_size`` at a time, yielding each."""
+    batch: list[SegmentInputs] = []
+    for index, span in enumerate(spans):
+        video.budget.check()
+        prepared, coverage = video.inputs(span, options)
+        _add(timings, "decode_and_faces", sum(prepared.timings.get(k, 0.0) for k in ("decode", "faces")))
+        batch.append((prepared, coverage, span, index))
+        if len(batch) == batch_size or index == len(spans) - 1:
+            for segment in scorer(batch, options):
+                segments.append(segment)
+                yield segment
+            batch = []
 
 
 def build_timeline(engine: Engine, path: str | os.PathLike[str], options: TimelineOptions | None = None) -> Timeline:

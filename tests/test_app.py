@@ -453,3 +453,20 @@ def test_an_upload_no_request_uses_is_deleted_after_the_stated_time(engine, grad
         assert time.monotonic() - started <= 4 + 1.5  # the promise, and slack for a busy machine
     finally:
         demo.close()
+
+
+def test_timeline_and_person_through_the_api(client, clips):
+    """``/timeline`` returns the timeline JSON; ``/analyze`` reads the person asked for."""
+    from gradio_client import handle_file
+
+    timeline = client.predict(video=handle_file(str(clips["long"])), label_set="merr", api_name="/timeline")
+    segments = timeline["segments"]
+    assert len(segments) >= 10 and segments[0]["start"] == 0.0
+    assert all(2.0 - 1e-6 <= s["end"] - s["start"] <= 8.0 + 1e-6 for s in segments[:-1])
+    assert abs(segments[-1]["end"] - timeline["duration"]) < 0.1
+    two = handle_file(str(ROOT / "examples" / "two_people.mp4"))
+    first, second = (client.predict(video=two, task="emotion", person=n, api_name="/analyze") for n in (0, 1))
+    assert (first["person"], second["person"], len(first["people"])) == (0, 1, 2)
+    assert first["people"][0]["box"][0] < first["people"][1]["box"][0]  # person 1 on the left, person 2 on the right
+    with pytest.raises(Exception, match="there is no person 5"):
+        client.predict(video=two, task="emotion", person=5, api_name="/analyze")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_llama.vocab import MER2023_LABELS
+from emotion_llama.vocab import MER2023_LABELS, MERR_LABELS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,3 +248,22 @@ def test_the_second_person_is_picked_and_the_report_downloads(page, screenshots)
     saved = Path(download.value.path()).read_text(encoding="utf-8")
     assert "<svg" in saved and "data:image/jpeg;base64," in saved
     page.screenshot(path=str(screenshots / "two-people.png"), full_page=True)
+
+
+def test_the_timeline_tab_charts_the_video_and_opens_a_segment(page, screenshots):
+    page.reload()  # a new visitor
+    page.wait_for_selector("#analyze-button")
+    page.locator("#video-input input[type=file]").set_input_files(str(ROOT / "examples" / "ironic_angry.mp4"))
+    page.wait_for_selector("#video-input video")
+    page.get_by_role("tab", name="Timeline").click()
+    page.locator("#timeline-button").click()
+    page.wait_for_function("document.querySelectorAll('#timeline-chart svg polyline').length > 0"
+                           " || document.querySelector('.toast-body') !== null")
+    assert page.locator(".toast-body").all_inner_texts() == []
+    assert page.locator("#timeline-chart svg polyline").count() == 9  # one line per MERR label
+    assert "segments" in page.locator("#timeline-summary").inner_text()
+    page.locator("#segment-show").click()
+    wait_for_result(page, "#segment-overlay img")
+    assert page.locator("#segment-label [data-testid=label-output-value]").inner_text().strip() in MERR_LABELS
+    assert page.locator("#timeline-report a").get_attribute("href").startswith("data:text/html;base64,")
+    page.screenshot(path=str(screenshots / "timeline.png"), full_page=True)

@@ -18,8 +18,8 @@ import torch
 
 from emotion_llama.cache import ClipCache
 from emotion_llama.pipeline import Engine
-from emotion_llama.ui import handlers
-from emotion_llama.ui.gpu import ANALYSIS_SECONDS, CHAT_SECONDS, GpuWork
+from emotion_llama.ui import handlers, timelines
+from emotion_llama.ui.gpu import ANALYSIS_SECONDS, CHAT_SECONDS, TIMELINE_SECONDS, GpuWork
 from emotion_llama.ui.uploads import UploadStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +80,16 @@ def _walk(value, depth: int = 0):
 def zero(monkeypatch, tiny_model, tmp_path):
     """A demo whose model work goes through the stand-in; returns (demo, boundary)."""
     import emotion_llama.cache as cache_module
+    import emotion_llama.timeline as timeline_module
 
     boundary = Boundary()
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=boundary.GPU))
     decode = cache_module.decode_for_encoders
     monkeypatch.setattr(cache_module, "decode_for_encoders",
                         lambda *a: boundary.log.append(("decode", boundary.inside)) or decode(*a))
+    faces = timeline_module.follow_faces  # a timeline segment's frames become the encoders' inputs
+    monkeypatch.setattr(timeline_module, "follow_faces",
+                        lambda *a, **k: boundary.log.append(("decode", boundary.inside)) or faces(*a, **k))
     hook = tiny_model.llama_model.get_base_model().model.register_forward_hook(
         lambda *a: boundary.log.append(("llm", boundary.inside)))
     encode = tiny_model.encode
@@ -98,7 +102,7 @@ def zero(monkeypatch, tiny_model, tmp_path):
 
 def test_only_model_work_runs_inside_the_gpu_calls(zero, tmp_path):
     demo, boundary = zero
-    assert boundary.calls == [("_analysis", ANALYSIS_SECONDS), ("_reply", CHAT_SECONDS)]
+    assert boundary.calls == [("_analysis", ANALYSIS_SECONDS), ("_reply", CHAT_SECONDS), ("_score", TIMELINE_SECONDS)]
     upload = tmp_path / "uploads" / "0a1b" / "clip.mp4"
     upload.parent.mkdir(parents=True)
     shutil.copy(EXAMPLE, upload)
@@ -108,6 +112,8 @@ def test_only_model_work_runs_inside_the_gpu_calls(zero, tmp_path):
     second, same = list(handlers.chat_api(demo, str(EXAMPLE), None, "Why?", "free", "merr", None, 0.0, 6,
                                           ticket))[-1]
     assert same == ticket and len(demo.conversations.get(ticket).session.turns) == 2  # state came back out
+    timeline = timelines.timeline_api(demo, str(EXAMPLE), "merr")
+    assert timeline["segments"] and all(s["label"] in s["probabilities"] for s in timeline["segments"])
     kinds = {kind for kind, _ in boundary.log}
     assert kinds == {"decode", "encode", "llm"}
     assert all(not inside for kind, inside in boundary.log if kind == "decode"), "decoding borrowed the GPU"

@@ -6,6 +6,8 @@ the server's process. So only model work goes there, with host-memory inputs and
 
 - an analysis gets the decoded clip (``Engine.decoded``, run before, outside) and gives
   back progress events and the ``Analysis`` (numbers, text and numpy pictures);
+- a timeline sends its segments in batches of ``TIMELINE_BATCH``, decoded (about 8 MB each),
+  and gets each one's scores back (``timeline.score_segments``);
 - a chat turn gets the conversation's state (``ChatSession`` pickles without its model)
   or, for a first turn, the decoded clip, and gives back the reply as it grows, then the
   session with the new turn, which the server keeps (``ConversationStore``).
@@ -27,6 +29,8 @@ from ..vocab import GenerationSettings
 
 ANALYSIS_SECONDS = 60  # encode, score the labels, write up to 2 drafts of 1,000 tokens, attention
 CHAT_SECONDS = 40  # encode (first turn only) and write one reply
+TIMELINE_SECONDS = 30  # encode and score a batch of segments (label scoring and attention, no generation)
+TIMELINE_BATCH = 8
 
 
 def zero_gpu(function: Callable, duration: int) -> Callable:
@@ -53,9 +57,17 @@ def _reply(engine, chat: ChatSession | PreparedClip, question: str, task: str, s
     yield session
 
 
+def _score(engine, batch: list, options) -> Iterator:
+    from ..timeline import score_segments
+
+    yield from score_segments(engine, batch, options)
+
+
 class GpuWork:
-    """``analysis`` and ``reply`` of one engine, each wrapped for a borrowed GPU by ``wrap``."""
+    """``analysis``, ``reply`` and ``score`` (timeline segments) of one engine, each wrapped
+    for a borrowed GPU by ``wrap``."""
 
     def __init__(self, engine, wrap: Callable[[Callable, int], Callable] = zero_gpu):
         self.analysis = wrap(partial(_analysis, engine), ANALYSIS_SECONDS)
         self.reply = wrap(partial(_reply, engine), CHAT_SECONDS)
+        self.score = wrap(partial(_score, engine), TIMELINE_SECONDS)

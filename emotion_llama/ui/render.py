@@ -5,6 +5,8 @@ Plain Python that tests call without a browser; nothing here knows the model's i
 
 from __future__ import annotations
 
+from html import escape
+
 import numpy as np
 
 from ..config import WeightSources
@@ -53,8 +55,9 @@ This model was trained on narrow data (acted and TV clips, mostly Chinese and En
 the tiny model only on synthetic clips), so its label is a guess with a probability, never a
 finding about a person. Do not use it to judge, screen or monitor anyone, and only analyse
 clips of people who have agreed to it. The uploaded file is deleted when the request that uses it
-finishes (one never analysed, within {unused_upload}); what was decoded from it stays only
-in this server's memory, for {ttl} after its last use, so that a re-analysis or a chat turn
+finishes (one never analysed, within {unused_upload}; a video made into a timeline, {ttl} after
+your last request about it); what was decoded from it stays only in this server's memory,
+for {ttl} after its last use, so that a re-analysis or a chat turn
 needs no new upload. Pictures are sent inside the page, never stored as files. Nothing is logged.
 """
 
@@ -182,3 +185,33 @@ def report_link(page: str, name: str = "emotion-llama-report.html") -> str:
     return (f'<a href="data:text/html;base64,{payload}" download="{name}" id="report-link" '
             'style="display:inline-block;padding:6px 14px;border-radius:6px;background:#2563eb;color:white;'
             'text-decoration:none">Download the report (HTML, opens offline)</a>')
+
+
+# -- the timeline ------------------------------------------------------------------------------------
+def segment_name(segment) -> str:
+    """How the picker names a timeline segment: its number, times, label and that label's probability."""
+    return (f"{segment.index + 1}. {segment.start:.1f}-{segment.end:.1f} s: {segment.label} "
+            f"({segment.probabilities[segment.label]:.0%})")
+
+
+def timeline_panel(timeline: dict) -> str:
+    """The timeline's chart (each label's probability over time, the top label as a band) and its key."""
+    from ..report import label_colours, timeline_chart
+
+    labels = timeline["labels"]
+    colours = label_colours(labels)
+    key = "".join(f'<span style="margin-right:12px;white-space:nowrap"><i style="display:inline-block;width:12px;'
+                  f'height:12px;background:{colours[label]};margin-right:4px"></i>{escape(label)}</span>'
+                  for label in labels)
+    chart = timeline_chart(timeline["segments"], labels, timeline["duration"])
+    return f'<div style="overflow-x:auto">{chart}</div><p style="font-size:13px">{key}</p>'
+
+
+def timeline_summary(timeline: dict) -> str:
+    """How the video was cut, how long each label leads, and the warnings."""
+    seconds = sorted(((s, label) for label, s in timeline["label_seconds"].items() if s > 0), reverse=True)
+    leading = ", ".join(f"**{escape(label)}** {s:.1f} s" for s, label in seconds) or "none"
+    count = len(timeline["segments"])
+    text = (f"**{count} segment{'s' if count != 1 else ''}** over {timeline['duration']:.1f} s "
+            f"(cut by {timeline['segmentation']}). Seconds each label leads: {leading}.")
+    return text + ("\n\n" + warnings_markdown(timeline["warnings"]) if timeline["warnings"] else "")
