@@ -236,3 +236,25 @@ def analyze_folder(folder: str | Path, out: str | Path, options: AnalysisOptions
 
     return run_per_clip(folder, out, make_worker, settings=analysis_settings(options, weights),
                         retry_failed=retry_failed, desc="analyze", progress=progress)
+
+
+def timeline_folder(folder: str | Path, out: str | Path, options, *, weights: str | None = None,
+                    device: str | None = None, threads: int | None = 1, retry_failed: bool = False,
+                    progress: bool = True) -> BatchSummary:
+    """``timeline FOLDER --out timelines.jsonl``: one timeline JSON line per video (``run_per_clip``);
+    ``options``: a ``timeline.TimelineOptions``."""
+
+    def make_worker() -> Worker:
+        import torch
+
+        from .pipeline import load_engine
+        from .timeline import build_timeline
+
+        if threads:
+            torch.set_num_threads(threads)
+        engine = load_engine(weights, device=device)
+        return lambda path: build_timeline(engine, path, options).to_json()
+
+    settings = {"weights": weights or os.environ.get("EMOTION_LLAMA_WEIGHTS") or "tiny", "timeline": asdict(options)}
+    return run_per_clip(folder, out, make_worker, settings=settings, retry_failed=retry_failed, desc="timeline",
+                        progress=progress)

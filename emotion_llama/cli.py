@@ -109,6 +109,17 @@ def analyze_folder(args: argparse.Namespace, options) -> int:
     return 0
 
 
+def timeline_folder(args: argparse.Namespace, options) -> int:
+    from .batch import timeline_folder
+
+    if not args.out or args.csv:
+        raise ConfigError("for a folder give --out timelines.jsonl (one JSON line per video; no --csv)")
+    summary = timeline_folder(args.video, args.out, options, weights=args.weights, device=args.device,
+                              retry_failed=args.retry_failed, progress=not args.no_progress)
+    print(summary.line())
+    return 0
+
+
 def cmd_timeline(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -118,6 +129,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
     options = TimelineOptions(labels=parse_labels(args.labels), frame_choice=args.frame,
                               subtitles=not args.no_subtitles)
+    if os.path.isdir(args.video):
+        return timeline_folder(args, options)
     engine = load_engine(args.weights, device=args.device)
     timeline = bar = None
     for item in timeline_iter(engine, args.video, options):
@@ -267,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--threads", type=int, default=1, help="with a FOLDER: CPU threads per process (default 1)")
     analyze.set_defaults(run=cmd_analyze)
 
-    timeline = commands.add_parser("timeline", help="label every segment of a whole video (JSON or CSV)")
+    timeline = commands.add_parser("timeline", help="label every segment of a whole video (JSON or CSV), "
+                                                    "or of every video in a folder (--out FILE.jsonl, resumable)")
     timeline.add_argument("video")
     timeline_format = timeline.add_mutually_exclusive_group()
     timeline_format.add_argument("--json", action="store_true", help="one JSON document (the default)")
@@ -279,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
     timeline.add_argument("--no-subtitles", action="store_true", help="ignore a .srt/.vtt file beside the video")
     timeline.add_argument("--no-progress", action="store_true", help="no progress bar")
+    timeline.add_argument("--retry-failed", action="store_true", help="with a FOLDER: try videos that failed before")
     timeline.set_defaults(run=cmd_timeline)
 
     extract = commands.add_parser(

@@ -117,3 +117,23 @@ def test_two_processes_give_the_lines_of_one(clip_folder, tmp_path):
     assert [(x["label"], x["probabilities"]) for x in two] == [(x["label"], x["probabilities"]) for x in one]
     failures = read_lines(tmp_path / "two.failures.jsonl")
     assert sorted(f["clip"] for f in failures) == BROKEN
+
+
+def test_a_folder_of_videos_gives_a_timeline_line_each_and_resumes(clip_folder, tmp_path):
+    import torch
+
+    from emotion_llama import cli
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "timelines.jsonl"
+    try:
+        assert cli.main(["timeline", str(clip_folder), "--out", str(out), "--no-progress"]) == 0
+        lines, failures = read_lines(out), read_lines(tmp_path / "timelines.failures.jsonl")
+        assert sorted(line["clip"] for line in lines) == good_clips(clip_folder)
+        assert sorted(failure["clip"] for failure in failures) == BROKEN
+        assert all(line["segments"] and line["segments"][0]["start"] == 0 for line in lines)
+        before = out.read_bytes()
+        assert cli.main(["timeline", str(clip_folder), "--out", str(out), "--no-progress"]) == 0
+        assert out.read_bytes() == before  # nothing redone
+    finally:
+        torch.set_num_threads(threads)
