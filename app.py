@@ -100,7 +100,7 @@ def input_column() -> dict[str, gr.components.Component]:
                                max_length=limits.get("max_subtitle_chars"),
                                placeholder="Leave empty to use a subtitle file next to the clip, "
                                            "speech recognition if installed, or no subtitle."),
-        "person": gr.Radio([], label="Whose emotion to read (the clip shows several people; Analyze again)",
+        "person": gr.Radio(render.NOBODY_PICKED, value=0, label="Whose emotion to read (the clip shows several people; Analyze again)",
                            visible=False, elem_id="person"),
         "people": gr.HTML(elem_id="people"),
         "task": gr.Radio(forms.TASK_CHOICES, value="reason", label="Task"),
@@ -214,7 +214,7 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
                              **private)
     reset = bind(handlers.reset_chat, demo)
     form["video"].change(reset, chat["session"], [chat["chatbot"], chat["session"]], **private)
-    form["video"].change(lambda: (gr.update(choices=[], value=None, visible=False), ""), None,
+    form["video"].change(lambda: (gr.update(choices=render.NOBODY_PICKED, value=0, visible=False), ""), None,
                          [form["person"], form["people"]], **private)  # a new clip: its people are unknown
 
     fields = [form[name] for name in ("video", "subtitle", "task", "question", "label_set", "custom_labels",

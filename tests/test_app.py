@@ -99,8 +99,9 @@ def analyze(client, path: Path, **kwargs):
 
 
 # -- the API ---------------------------------------------------------------------------------
-def test_only_analyze_and_chat_are_public(client):
-    assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == {"/analyze", "/chat"}
+def test_only_analyze_timeline_and_chat_are_public(client):
+    assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == {
+        "/analyze", "/timeline", "/chat"}
 
 
 def test_analyze_returns_the_documented_json(client, engine):

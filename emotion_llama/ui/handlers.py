@@ -91,8 +91,8 @@ class AnalysisView:
             timings=render.timings_markdown(analysis.timings),
             result_json=analysis.to_json(),
             people=render.people_strip(analysis.people, analysis.person),
-            person=gr.update(choices=render.person_choices(analysis.people),
-                             value=analysis.person if analysis.people else None, visible=len(analysis.people) > 1),
+            person=gr.update(choices=render.person_choices(analysis.people), value=analysis.person,
+                             visible=len(analysis.people) > 1),
             report=render.report_link(render_report(analysis, options)),
         ))
 

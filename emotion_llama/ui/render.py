@@ -157,10 +157,13 @@ def person_name(index: int) -> str:
     return f"Person {index + 1}"
 
 
+NOBODY_PICKED = [(person_name(0), 0)]  # the picker's choices before an analysis: 0 is always valid
+
+
 def person_choices(people: list) -> list[tuple[str, int]]:
     """The picker's choices: each person's name and how often they were seen; values are indices."""
     return [(f"{person_name(p.index)} (seen in {p.frames_seen} of {p.frames_sampled} frames)", p.index)
-            for p in people]
+            for p in people] or NOBODY_PICKED
 
 
 def people_strip(people: list, chosen: int) -> str:
