@@ -28,8 +28,7 @@ from emotion_llama.clip import Person
 from emotion_llama.errors import NoSuchPersonError, WeightsUnavailableError
 
 NO_FACE_WARNING = "no face found: used the centre of the frame"
-FULL_EVERY = 4  # full detections on the first sampled frame, every 4th and the last (5 of 16): they re-anchor
-# the box size, which the nearby search alone lets drift (the shipped model reads drifted crops less well)
+FULL_EVERY = 15  # a full detection on the first sampled frame, every 15th and the last
 HOLD = 2  # a track missed in a frame is still searched for near its box this many frames on
 THUMBNAIL_SIDE = 96
 
@@ -212,6 +211,7 @@ class FaceTrack:
     """One face followed across frames: the boxes the detector found, by frame index."""
 
     boxes: dict[int, FaceBox] = field(default_factory=dict)
+    whole: set[int] = field(default_factory=set)  # frames whose box a whole-frame detection found
 
     @property
     def last_box(self) -> FaceBox:
@@ -238,7 +238,10 @@ class FaceTrack:
 
     @property
     def median_side(self) -> float:
-        return float(np.median([box.side for box in self.boxes.values()]))
+        """The crops' side: from whole-frame detections when there are any, since the search
+        near a box may lock onto part of the face and let the size drift."""
+        sides = [box.side for index, box in self.boxes.items() if index in self.whole]
+        return float(np.median(sides or [box.side for box in self.boxes.values()]))
 
     def box_at(self, index: int, times: Sequence[float]) -> FaceBox:
         """The detected box, else one interpolated in time between detections, else the nearest."""
@@ -305,13 +308,14 @@ def link_frame(tracks: list[FaceTrack], index: int, boxes: Sequence[FaceBox]) ->
     for _, t, b in candidates:
         if t not in taken and b not in used:
             tracks[t].boxes[index] = boxes[b]
+            tracks[t].whole.add(index)
             taken.add(t)
             used.add(b)
             placed.append(boxes[b])
     for b, box in sorted(enumerate(boxes), key=lambda item: -item[1].area):
         if b in used or any(_same_face(box, other) for other in placed):
             continue
-        tracks.append(FaceTrack({index: box}))
+        tracks.append(FaceTrack({index: box}, {index}))
         placed.append(box)
 
 

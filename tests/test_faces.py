@@ -220,6 +220,16 @@ def test_whole_frames_are_searched_only_on_key_frames_and_the_moving_face_is_sti
     counting = CountingDetector()
     tracked = find_main_face(decoded.frames, decoded.frame_times, counting)
     everywhere = follow_person(decoded.frames, decoded.frame_times, HaarFaceDetector(), full_every=1)
-    assert counting.whole == len(key_frames(16, FULL_EVERY)) == 5  # frames 0, 4, 8, 12 and 15 of 16
+    assert counting.whole == len(key_frames(16, FULL_EVERY)) == 2  # the first and the last of 16
     assert tracked.coverage == everywhere.coverage == 1.0
     assert min(a.iou(b) for a, b in zip(tracked.boxes, everywhere.boxes)) > 0.7
+
+
+def test_the_crop_size_comes_from_whole_frame_detections():
+    """The search near a box may lock onto part of the face (smaller boxes, frame after
+    frame); the crops keep the size the whole-frame detections saw."""
+    whole = {0: FaceBox(100, 100, 120, 120), 15: FaceBox(110, 100, 124, 124)}
+    near = {i: FaceBox(110, 110, 90, 90) for i in range(1, 15)}
+    track = FaceTrack({**whole, **near}, whole=set(whole))
+    assert track.median_side == 122
+    assert FaceTrack(dict(near)).median_side == 90  # without whole-frame boxes, all of them count
