@@ -124,11 +124,12 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .pipeline import load_engine
+    from .prepare import PrepareOptions
     from .prompts import parse_labels
     from .timeline import Segment, Timeline, TimelineOptions, timeline_iter
 
     options = TimelineOptions(labels=parse_labels(args.labels), frame_choice=args.frame,
-                              subtitles=not args.no_subtitles)
+                              subtitles=not args.no_subtitles, prepare=PrepareOptions(person=args.person))
     if os.path.isdir(args.video):
         return timeline_folder(args, options)
     engine = load_engine(args.weights, device=args.device)
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("--no-subtitles", action="store_true", help="ignore a .srt/.vtt file beside the video")
     timeline.add_argument("--no-progress", action="store_true", help="no progress bar")
     timeline.add_argument("--retry-failed", action="store_true", help="with a FOLDER: try videos that failed before")
+    timeline.add_argument("--person", type=int, default=None,
+                          help="whose face to read in every segment: 0 = the one seen most in it (default)")
     timeline.set_defaults(run=cmd_timeline)
 
     extract = commands.add_parser(

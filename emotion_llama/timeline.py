@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from emotion_llama import limits
 from emotion_llama import media as _media
 from emotion_llama.analysis import AnalysisOptions, Event
 from emotion_llama.clip import SAMPLE_RATE, PreparedClip, Subtitle
-from emotion_llama.errors import ClipTooShortError, LimitError, TextTooLongError
+from emotion_llama.errors import ClipTooShortError, LimitError, NoSuchPersonError, TextTooLongError
 from emotion_llama.explain import explain_answer
 from emotion_llama.pipeline import Engine, answer_prompt
 from emotion_llama.prepare import PrepareOptions, follow_faces, sample_positions
@@ -201,10 +201,22 @@ class _Video:
         audio = self.audio[first:last] if self.audio is not None and self.audio[first:last].size else None
         decoded = _media.DecodedClip(frames, frame_times, audio, self.declared, (span.start, span.end),
                                      self.sampler.rotation, self.sampler.video.codec_context.name)
-        clip = follow_faces(decoded, options.prepare, {"decode": time.perf_counter() - started})
+        clip = _faces_of(decoded, options.prepare, {"decode": time.perf_counter() - started}, span)
         text = text_between(self.cues, span.start, span.end)
         subtitle = Subtitle(text, f"sidecar:{self.subtitle_file}") if text else Subtitle(None, "none")
         return clip.prepared(frame_for(options.frame_choice, options.demo_parity), subtitle), clip.face_coverage
+
+
+def _faces_of(decoded: _media.DecodedClip, prepare: PrepareOptions, timings: dict[str, float], span: Span):
+    """The chosen person's face in this segment; where they are not seen, the face seen most,
+    with a warning (people come and go over a long video)."""
+    try:
+        return follow_faces(decoded, prepare, timings)
+    except NoSuchPersonError:
+        clip = follow_faces(decoded, replace(prepare, person=None), timings)
+        clip.warnings.append(f"Person {prepare.person + 1} is not seen in {span.start:.1f}-{span.end:.1f} s; "
+                             "this segment reads the face seen most in it.")
+        return clip
 
 
 @contextmanager

@@ -107,3 +107,11 @@ def test_a_bad_segment_is_refused(page, index, message):
         list(timelines.open_segment(demo, view.state, index, "emotion", 0.0, 4, **NO_PROGRESS))
     with pytest.raises(Exception, match="build the timeline first"):
         list(timelines.open_segment(demo, None, 0, "emotion", 0.0, 4, **NO_PROGRESS))
+
+
+def test_a_person_missing_from_a_segment_falls_back_with_a_warning(shipped):
+    from emotion_llama.prepare import PrepareOptions
+    from emotion_llama.timeline import TimelineOptions, build_timeline
+
+    timeline = build_timeline(shipped, CLIP, TimelineOptions(prepare=PrepareOptions(person=1)))
+    assert timeline.segments and all(any("Person 2 is not seen" in w for w in s.warnings) for s in timeline.segments)
