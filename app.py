@@ -16,6 +16,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -23,9 +24,10 @@ import gradio as gr
 from emotion_llama import limits
 from emotion_llama.pipeline import Engine, load_engine
 from emotion_llama.text_limits import max_label_list_chars
-from emotion_llama.ui import forms, handlers, render, timelines
+from emotion_llama.ui import forms, handlers, render, sharing, timelines
 from emotion_llama.ui.handlers import GENERIC_FAILURE, AnalysisView, Demo
 from emotion_llama.ui.sessions import Janitor
+from emotion_llama.ui.sharing import Fairness
 from emotion_llama.ui.uploads import UploadStore
 from emotion_llama.vocab import ANSWER_TOKENS, DEFAULT_FRAME, DEFAULT_LABEL_SET, MAX_ANSWER_TOKENS, TAGGED_TASKS
 
@@ -59,13 +61,16 @@ def bind(handler, demo: Demo):
     return bound
 
 
-def build_demo(engine: Engine) -> gr.Blocks:
+def build_demo(engine: Engine, reach: str | None = None) -> gr.Blocks:
+    """The page; ``reach`` says who can open it when that is more than this machine (``render.reach_note``)."""
     state = Demo(engine, UploadStore(gr.utils.get_upload_folder(), keep=[EXAMPLES_DIR / e["clip"] for e in EXAMPLES]))
     unused_upload_s = limits.get("unused_upload_s")
     sweep_s = max(1, int(min(SWEEP_S, unused_upload_s, state.conversations.ttl)))
     with gr.Blocks(title="Emotion-LLaMA", delete_cache=(sweep_s, int(unused_upload_s))) as page:
         gr.Markdown("# Emotion-LLaMA: emotion recognition and reasoning from video")
         gr.Markdown(render.engine_banner(engine.info), elem_id="engine-banner")
+        if reach:
+            gr.Markdown(reach, elem_id="reach")
         with gr.Row():
             with gr.Column(scale=5):
                 form = input_column()
@@ -86,6 +91,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
         wire(state, form, outputs, chat, api_inputs())
         wire_timeline(state, form, timeline)
     page.queue(default_concurrency_limit=CONCURRENCY, max_size=limits.get("queue_size"))
+    Fairness(health=state.health).install(page)
+    page.health_report = lambda: state.health.report(len(page._queue))  # served at /health by ``launch``
     Janitor([state.conversations.sweep, engine.cache.sweep, state.store.sweep], every=sweep_s).start()
     return page
 
@@ -241,20 +248,32 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    return demo.launch(max_file_size=f"{MAX_UPLOAD_MB}mb", **kwargs)
+    """Start the server (``demo.launch``'s arguments) and add ``GET /health`` (counts only)."""
+    blocking = not kwargs.pop("prevent_thread_lock", False)
+    started = demo.launch(max_file_size=f"{MAX_UPLOAD_MB}mb", prevent_thread_lock=True, **kwargs)
+    demo.app.add_api_route("/health", demo.health_report, methods=["GET"])
+    if blocking:
+        demo.block_thread()
+    return started
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--host", default=None, help="address to listen on (default: GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--share", action="store_true", help="also serve it through a public Gradio share link")
+    parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
+                        help=f"require this login (repeatable; or {sharing.AUTH_FILE_ENV}=a file of user:password lines)")
     args = parser.parse_args(argv)
     # Our own lines at INFO; other libraries only at WARNING (httpx at INFO would log request URLs).
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    auth = sharing.logins(args.auth)  # before the model loads: a bad login list fails at once
     engine = load_engine()
     log.info("engine loaded: %s", ", ".join(f"{k}={v}" for k, v in engine.info.items() if k != "warning"))
-    launch(build_demo(engine), server_port=args.port, server_name=args.host)
+    reach = render.reach_note(args.share, args.host or os.environ.get("GRADIO_SERVER_NAME"), bool(auth))
+    launch(build_demo(engine, reach), server_port=args.port, server_name=args.host, share=args.share, auth=auth,
+           auth_message="Sign in with the user name and password you were given." if auth else None)
 
 
 if __name__ == "__main__":

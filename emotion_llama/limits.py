@@ -53,6 +53,8 @@ SETTINGS: dict[str, Setting] = {
     # -- the server -----------------------------------------------------------------------------
     "concurrency": Setting("EMOTION_LLAMA_CONCURRENCY", 2, "model calls running at once, all endpoints together"),
     "queue_size": Setting("EMOTION_LLAMA_QUEUE_SIZE", 32, "requests waiting in the queue"),
+    "per_visitor": Setting("EMOTION_LLAMA_PER_VISITOR", 2,
+                           "model requests one visitor may have waiting or running (the next is refused)"),
     "chat_turns": Setting("EMOTION_LLAMA_CHAT_TURNS", 8, "earlier chat turns kept in a conversation"),
     "max_sessions": Setting("EMOTION_LLAMA_MAX_SESSIONS", 16, "conversations held in memory (least recent closed)"),
     "session_ttl_s": Setting("EMOTION_LLAMA_SESSION_TTL", 900.0,

@@ -28,6 +28,7 @@ from . import render
 from .forms import options_from_form
 from .gpu import GpuWork
 from .sessions import ChatTicket, Conversation, ConversationStore
+from .sharing import Health
 from .uploads import UploadStore
 
 GENERIC_FAILURE = (
@@ -44,9 +45,11 @@ class Demo:
     store: UploadStore
     conversations: ConversationStore = field(default_factory=ConversationStore)
     work: GpuWork | None = None  # the model's share of each request (``gpu.py``); made from ``engine``
+    health: Health | None = None  # counts for the health report (``sharing.py``); made from ``engine``
 
     def __post_init__(self) -> None:
         self.work = self.work or GpuWork(self.engine)
+        self.health = self.health or Health(self.engine.info)
 
 
 @dataclass
@@ -114,7 +117,9 @@ def request(demo: Demo, video: str | None) -> Iterator[None]:
         with demo.store.using(video):
             yield
     except Exception as error:  # noqa: BLE001 - the one boundary where any failure becomes a message
+        demo.health.failed(type(error).__name__ if isinstance(error, EmotionLlamaError | gr.Error) else "internal error")
         raise user_facing(error) from None
+    demo.health.served()
 
 
 def analysis_events(demo: Demo, video: str | None, subtitle: str | None,

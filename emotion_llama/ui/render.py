@@ -218,3 +218,17 @@ def timeline_summary(timeline: dict) -> str:
     text = (f"**{count} segment{'s' if count != 1 else ''}** over {timeline['duration']:.1f} s "
             f"(cut by {timeline['segmentation']}). Seconds each label leads: {leading}.")
     return text + ("\n\n" + warnings_markdown(timeline["warnings"]) if timeline["warnings"] else "")
+
+
+# -- who can reach the page ------------------------------------------------------------------------
+LOOPBACK = {None, "", "127.0.0.1", "localhost", "::1"}
+
+
+def reach_note(share: bool, host: str | None, signed_in: bool) -> str | None:
+    """A plain sentence when the page is reachable from outside this machine; None when it is not."""
+    ways = [*(["through a public Gradio share link"] if share else []),
+            *([f"on every address of this machine ({host})"] if host not in LOOPBACK else [])]
+    if not ways:
+        return None
+    who = "anyone who signs in with a login you gave" if signed_in else "anyone who has the address, with no login"
+    return f"**Reachable from outside this machine** {' and '.join(ways)}: {who} can use it."
