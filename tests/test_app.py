@@ -7,6 +7,7 @@ One server for the module (tiny model, greedy decoding, a handful of new tokens)
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +59,15 @@ def engine():
 
 @pytest.fixture(scope="module")
 def server(engine, gradio_temp):
+    """The app with room for 8 requests per visitor: these tests send several at once from
+    one client on purpose (fairness between visitors is ``test_sharing.py``'s)."""
     import app
 
-    demo = app.build_demo(engine)
+    os.environ["EMOTION_LLAMA_PER_VISITOR"] = "8"
+    try:
+        demo = app.build_demo(engine)
+    finally:
+        del os.environ["EMOTION_LLAMA_PER_VISITOR"]
     _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
     yield url
     demo.close()
@@ -377,6 +384,7 @@ def test_at_most_the_budget_of_requests_run_the_model_at_once_across_endpoints(e
                 running[0] -= 1
 
     monkeypatch.setattr(UploadStore, "using", counted)
+    monkeypatch.setenv("EMOTION_LLAMA_PER_VISITOR", "8")  # six requests from one client, on purpose
     demo = app.build_demo(engine)
     _, url, _ = app.launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
     try:
