@@ -692,6 +692,36 @@ def concurrent_phases(run: Run, sampler: RssSampler, clock: dict[str, float]) ->
     return {"rss_after_warm_up": rss_after_warm_up, "stuck_visitors": stuck}
 
 
+BURST = 10  # analyses one client fires at once in the fairness phase
+
+
+def fairness_phase(run: Run) -> dict[str, Any]:
+    """One client fires ``BURST`` reasoning analyses at once; a second client's analysis is sent
+    a moment later: how many of the burst were accepted, and how long the second one waited."""
+    from gradio_client import Client
+
+    clients = [Client(run.url, verbose=False, download_files=False, analytics_enabled=False) for _ in range(2)]
+    arguments = {**run.pool.first[0].arguments(), "task": "reason", "max_new_tokens": 200}
+
+    def ask(client) -> tuple[bool, str, float]:
+        started = time.monotonic()
+        try:
+            client.predict(api_name="/analyze", **arguments)
+            return True, "", time.monotonic() - started
+        except Exception as error:  # noqa: BLE001 - a refusal is an outcome here
+            return False, str(error), time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(BURST + 1) as pool:
+        burst = [pool.submit(ask, clients[0]) for _ in range(BURST)]
+        time.sleep(1.0)
+        second = pool.submit(ask, clients[1]).result()
+        outcomes = [job.result() for job in burst]
+    refusals = [text for ok, text, _ in outcomes if not ok]
+    return {"fairness": {"burst": BURST, "accepted": sum(ok for ok, _, _ in outcomes), "refused": len(refusals),
+                         "refusals_readable": all("already have" in text for text in refusals),
+                         "second_answered": second[0], "second_wait_s": round(second[2], 2)}}
+
+
 def the_end(run: Run, server: Server, sampler: RssSampler) -> dict[str, Any]:
     """A last /analyze (alive and still right?), then RSS after a settle and the files left."""
     run.phase = "final"
@@ -726,7 +756,9 @@ def run_harness(settings: Settings, say: Callable[[str], None] = print) -> dict[
         clock["sequential"] = time.monotonic() - started
         say(f"{len(run.pool.expected)} sequential answers in {clock['sequential']:.1f} s; warm-up, then "
             f"{settings.visitors} visitors for {settings.seconds:.0f} s ...")
-        measured = {**concurrent_phases(run, sampler, clock), **the_end(run, server, sampler)}
+        measured = {**concurrent_phases(run, sampler, clock), **fairness_phase(run), **the_end(run, server, sampler)}
+        say("fairness: {accepted} of {burst} accepted, {refused} refused; a second visitor waited "
+            "{second_wait_s} s".format(**measured["fairness"]))
         return build_report(settings, run, sampler, measured, clock)
     finally:
         if run is not None:
@@ -781,7 +813,7 @@ def build_report(settings: Settings, run: Run, sampler: RssSampler, measured: di
         "files_at_end": measured["files_at_end"],
         "files_left": measured["files_left"], "files_left_count": len(measured["files_left"]),
         "server_alive": measured["alive"], "internal_errors_logged": measured["internal_errors_logged"],
-        "stuck_visitors": measured["stuck_visitors"],
+        "stuck_visitors": measured["stuck_visitors"], "fairness": measured["fairness"],
     }
     report["targets"] = targets(report, outcomes, settings)
     report["passed"] = all(t["passed"] for t in report["targets"])
@@ -816,10 +848,20 @@ def targets(report: dict, outcomes: list[Outcome], settings: Settings) -> list[d
                f"{report['files_left_count']} files"),
         target("rss", f"final RSS within {margin:.0f} MB of the RSS after warm-up", growth <= margin,
                f"{rss['after_warm_up']:.0f} MB -> {rss['final']:.0f} MB ({growth:+.0f} MB)"),
+        target("fair", "one client's burst: per-visitor limit accepted, the rest refused readably, a second "
+                       "client still answered", _fair(report["fairness"]),
+               "{accepted} accepted, {refused} refused (readable: {refusals_readable}); the second client "
+               "waited {second_wait_s} s".format(**report["fairness"])),
         target("hostile_refused", "hostile requests refused readably (never the generic error)",
                hostile_failed == 0 and (len(hostile) > 0 or "hostile" not in mix_of(settings)),
                f"{hostile_failed} of {len(hostile)} failed"),
     ]
+
+
+def _fair(fairness: dict[str, Any]) -> bool:
+    limit = int(os.environ.get("EMOTION_LLAMA_PER_VISITOR", "2"))
+    return (fairness["accepted"] == min(limit, fairness["burst"]) and fairness["refusals_readable"]
+            and fairness["second_answered"])
 
 
 def kinds_table(kinds: dict[str, dict]) -> list[str]:

@@ -72,3 +72,7 @@ def test_memory_comes_back_after_the_load(report):
 
 def test_hostile_requests_get_a_readable_refusal(report):
     assert_target(report, "hostile_refused", failures_of(report, load_harness.HOSTILE_KINDS)[:10])
+
+
+def test_one_clients_burst_gets_its_share_and_another_client_still_gets_in(report):
+    assert_target(report, "fair", report["fairness"])
