@@ -214,3 +214,15 @@ def test_a_visitor_whose_conversation_was_closed_is_told_so_and_reset_starts_ane
     assert handlers.reset_chat(demo, ticket) == ([], None)
     transcript = list(handlers.chat(demo, *ask, None, *form))[-1][1]
     assert [message["role"] for message in transcript] == ["user", "assistant"]
+
+
+def test_the_page_states_the_face_coverage(engine, tmp_path):
+    from emotion_llama.ui import handlers
+    from emotion_llama.ui.uploads import UploadStore
+
+    demo = handlers.Demo(engine, UploadStore(tmp_path / "uploads"))
+    view = handlers.AnalysisView(*page_analyze(demo, EXAMPLE)[-1])
+    seen = view.result_json["face_coverage"]
+    assert re.search(r"\*\*Face:\*\* face seen in (\d+) of (\d+) sampled frames", view.notes)
+    found, total = map(int, re.search(r"seen in (\d+) of (\d+)", view.notes).groups())
+    assert found / total == pytest.approx(seen, abs=1e-3)

@@ -90,7 +90,8 @@ class AnalysisView:
             subtitle_used=render.subtitle_markdown(analysis.subtitle, analysis.subtitle_source,
                                                    "subtitle" in options.leave_out, analysis.subtitle_note),
             notes=render.modalities_markdown(analysis.modalities_present, analysis.filled_modalities,
-                                             analysis.frame_time) + "\n\n" + render.warnings_markdown(analysis.warnings),
+                                             analysis.frame_time) + render.face_markdown(analysis.face_note)
+            + "\n\n" + render.warnings_markdown(analysis.warnings),
             timings=render.timings_markdown(analysis.timings),
             result_json=analysis.to_json(),
             people=render.people_strip(analysis.people, analysis.person),

@@ -146,6 +146,11 @@ def modalities_markdown(present: dict[str, bool], filled: dict[str, str], frame_
     return "\n\n".join(lines)
 
 
+def face_markdown(note: str | None) -> str:
+    """The face coverage in words, e.g. "face seen in 15 of 16 sampled frames"."""
+    return f"\n\n**Face:** {note}." if note else ""
+
+
 def timings_markdown(timings: dict[str, float]) -> str:
     rows = "\n".join(f"| {stage.replace('_', ' ')} | {seconds:.3f} |" for stage, seconds in timings.items())
     return f"| stage | seconds |\n|---|---:|\n{rows}"
