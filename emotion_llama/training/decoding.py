@@ -3,6 +3,7 @@ the run's cache, so no later stage opens a video again."""
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,9 @@ def decode_clips(annotations: list[Annotation], corpus_root: Path, cache: RunCac
     if not jobs:
         return
     failures = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a process forked while another thread holds a lock (the app's janitor in
+    # malloc_trim, a logging or tqdm lock) can hang for ever
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for failure in tqdm(pool.map(_decode_one, jobs, chunksize=4), total=len(jobs), desc="decode clips", unit="clip"):
             if failure:
                 failures.append(failure)

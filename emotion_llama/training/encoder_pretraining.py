@@ -4,6 +4,7 @@ the reference's MER2023-pretrained MAE / VideoMAE / HuBERT); then it is frozen."
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -185,7 +186,8 @@ def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache:
                  (clue_weights or {}).get(modality, 0.0))
             for modality in TRAINING_ORDER]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:  # see decoding.py
             results = list(pool.map(_pretrain_encoder, jobs))
     else:
         results = [_pretrain_encoder(job) for job in jobs]
