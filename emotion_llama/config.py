@@ -158,71 +158,46 @@ class EmotionLlamaConfig:
         return replace(self, llm={**self.llm, "vocab_size": vocab_size})
 
 
+def _transformer(width: int, mlp: int, layers: int, heads: int, **extra) -> dict:
+    """The sizes every encoder and the LLM share, plus each one's own keys."""
+    return dict(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads,
+                **extra)
+
+
+def _eva(width: int, mlp: int, layers: int, heads: int, image: int) -> dict:
+    return _transformer(width, mlp, layers, heads, image_size=image, patch_size=14,
+                        hidden_act="gelu", layer_norm_eps=1e-6, qkv_bias=True)
+
+
+def _mae(width: int, mlp: int, layers: int, heads: int, image: int) -> dict:
+    return _transformer(width, mlp, layers, heads, image_size=image, patch_size=16, qkv_bias=True, mask_ratio=0.0)
+
+
+def _videomae(width: int, mlp: int, layers: int, heads: int, image: int) -> dict:
+    return _transformer(width, mlp, layers, heads, image_size=image, patch_size=16, num_frames=16, tubelet_size=2,
+                        qkv_bias=True, use_mean_pooling=False)
+
+
+def _llama(vocab: int, width: int, mlp: int, layers: int, heads: int, positions: int) -> dict:
+    return dict(vocab_size=vocab, **_transformer(width, mlp, layers, heads, num_key_value_heads=heads,
+                                                  max_position_embeddings=positions, rms_norm_eps=1e-5,
+                                                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False))
+
+
 def official() -> EmotionLlamaConfig:
     """The reference numbers (the paper and its public code; see the module docstring)."""
     return EmotionLlamaConfig(
         preset="official",
         reference_spacing=True,
         # Blip2VisionConfig's defaults are EVA ViT-g: 1408 wide, 39 layers, 16 heads,
-        # MLP 6144 (ratio 4.3637), exact GELU, LayerNorm eps 1e-6, qkv bias.
-        global_vision=dict(
-            hidden_size=1408,
-            intermediate_size=6144,
-            num_hidden_layers=39,
-            num_attention_heads=16,
-            image_size=448,
-            patch_size=14,
-            hidden_act="gelu",
-            layer_norm_eps=1e-6,
-            qkv_bias=True,
-        ),
-        face=dict(  # ViT-MAE-large encoder
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=16,
-            qkv_bias=True,
-            mask_ratio=0.0,
-        ),
-        temporal=dict(  # VideoMAE-large encoder
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=16,
-            num_frames=16,
-            tubelet_size=2,
-            qkv_bias=True,
-            use_mean_pooling=False,
-        ),
-        audio=dict(  # HuBERT-large (chinese-hubert-large)
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            conv_dim=[512] * 7,
-            conv_bias=True,
-            feat_extract_norm="layer",
-            do_stable_layer_norm=True,
-            num_conv_pos_embeddings=128,
-            num_conv_pos_embedding_groups=16,
-        ),
-        llm=dict(  # LLaMA-2-7B-chat
-            vocab_size=32000,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=4096,
-            rms_norm_eps=1e-5,
-            bos_token_id=1,
-            eos_token_id=2,
-            tie_word_embeddings=False,
-        ),
+        # MLP 6144 (ratio 4.3637), exact GELU, LayerNorm eps 1e-6, qkv bias; 448-px input.
+        global_vision=_eva(1408, 6144, 39, 16, image=448),
+        face=_mae(1024, 4096, 24, 16, image=224),  # ViT-MAE-large encoder
+        temporal=_videomae(1024, 4096, 24, 16, image=224),  # VideoMAE-large encoder
+        audio=_transformer(  # HuBERT-large (chinese-hubert-large)
+            1024, 4096, 24, 16, conv_dim=[512] * 7, conv_bias=True, feat_extract_norm="layer",
+            do_stable_layer_norm=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16),
+        llm=_llama(32000, 4096, 11008, 32, 32, positions=4096),  # LLaMA-2-7B-chat
         lora=LoraSettings(r=64, alpha=16, dropout=0.05),
         global_pretrained_image_size=224,
         sources=WeightSources().from_env(),
@@ -236,69 +211,17 @@ def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
     """Same classes as ``official`` with small widths; trains on a CPU in minutes."""
     return EmotionLlamaConfig(
         preset="tiny",
-        global_vision=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=224,
-            patch_size=14,
-            hidden_act="gelu",
-            layer_norm_eps=1e-6,
-            qkv_bias=True,
-        ),
-        face=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=112,
-            patch_size=16,
-            qkv_bias=True,
-            mask_ratio=0.0,
-        ),
-        temporal=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=112,
-            patch_size=16,
-            num_frames=16,
-            tubelet_size=2,
-            qkv_bias=True,
-            use_mean_pooling=False,
-        ),
-        audio=dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            conv_dim=[32] * 7,
-            conv_bias=True,
-            # HuBERT-base's front end (one GroupNorm, post-norm transformer) rather than
-            # the large model's LayerNorm after every convolution: 2.3x faster per training
-            # step here, and at 20 epochs it names the voice's emotion in 0.55 of held-out
-            # clips (about the ceiling: the voice alone confuses pairs of labels), where the
-            # LayerNorm front end reached 0.35-0.37 in 12 epochs.
-            feat_extract_norm="group",
-            do_stable_layer_norm=False,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-        ),
-        llm=dict(
-            vocab_size=vocab_size,
-            hidden_size=128,
-            intermediate_size=344,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=2048,
-            rms_norm_eps=1e-5,
-            bos_token_id=1,
-            eos_token_id=2,
-            tie_word_embeddings=False,
-        ),
+        global_vision=_eva(64, 128, 2, 4, image=224),
+        face=_mae(64, 128, 2, 4, image=112),
+        temporal=_videomae(64, 128, 2, 4, image=112),
+        # HuBERT-base's front end (one GroupNorm, post-norm transformer) rather than the
+        # large model's LayerNorm after every convolution: 2.3x faster per training step
+        # here, and at 20 epochs it names the voice's emotion in 0.55 of held-out clips
+        # (about the ceiling: the voice alone confuses pairs of labels), where the LayerNorm
+        # front end reached 0.35-0.37 in 12 epochs.
+        audio=_transformer(64, 128, 2, 4, conv_dim=[32] * 7, conv_bias=True, feat_extract_norm="group",
+                           do_stable_layer_norm=False, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+        llm=_llama(vocab_size, 128, 344, 4, 4, positions=2048),
         # LoRA on every linear layer, not only q/v as in ``official``: the tiny LLM's frozen
         # MLPs learned text alone, and fusing face and voice needs some capacity there.
         lora=LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=TINY_LORA_TARGETS),
