@@ -214,15 +214,22 @@ def _run_one(work: Worker, clip: ClipFile, settings: dict[str, Any]) -> tuple[di
 
 
 # -- analyze FOLDER ----------------------------------------------------------------------------
+def weights_name(weights: str | None) -> str:
+    """Which weights a folder's results came from, as its lines record it."""
+    return weights or os.environ.get("EMOTION_LLAMA_WEIGHTS") or "tiny"
+
+
 def analysis_settings(options: AnalysisOptions, weights: str | None) -> dict[str, Any]:
     """What makes two analyses of one clip comparable: the options and which weights."""
-    return {"weights": weights or os.environ.get("EMOTION_LLAMA_WEIGHTS") or "tiny", **asdict(options)}
+    return {"weights": weights_name(weights), **asdict(options)}
 
 
-def analyze_folder(folder: str | Path, out: str | Path, options: AnalysisOptions, *, weights: str | None = None,
-                   device: str | None = None, threads: int | None = 1, retry_failed: bool = False,
-                   progress: bool = True) -> BatchSummary:
-    """``analyze FOLDER --out results.jsonl``: one analysis JSON line per clip (``run_per_clip``)."""
+def run_folder(folder: str | Path, out: str | Path, run: Callable[[Any, str], dict[str, Any]], *,
+               settings: dict[str, Any], weights: str | None = None, device: str | None = None,
+               threads: int | None = 1, retry_failed: bool = False, desc: str = "analyze",
+               progress: bool = True) -> BatchSummary:
+    """``run(engine, path)`` on every clip of ``folder`` (``run_per_clip``), the engine loaded
+    once per process, and only when there is work."""
 
     def make_worker() -> Worker:
         import torch
@@ -232,29 +239,23 @@ def analyze_folder(folder: str | Path, out: str | Path, options: AnalysisOptions
         if threads:  # a fixed count per process: the numbers do not depend on how many share the work
             torch.set_num_threads(threads)
         engine = load_engine(weights, device=device)
-        return lambda path: engine.analyze(path, options=options).to_json()
+        return lambda path: run(engine, path)
 
-    return run_per_clip(folder, out, make_worker, settings=analysis_settings(options, weights),
-                        retry_failed=retry_failed, desc="analyze", progress=progress)
-
-
-def timeline_folder(folder: str | Path, out: str | Path, options, *, weights: str | None = None,
-                    device: str | None = None, threads: int | None = 1, retry_failed: bool = False,
-                    progress: bool = True) -> BatchSummary:
-    """``timeline FOLDER --out timelines.jsonl``: one timeline JSON line per video (``run_per_clip``);
-    ``options``: a ``timeline.TimelineOptions``."""
-
-    def make_worker() -> Worker:
-        import torch
-
-        from .pipeline import load_engine
-        from .timeline import build_timeline
-
-        if threads:
-            torch.set_num_threads(threads)
-        engine = load_engine(weights, device=device)
-        return lambda path: build_timeline(engine, path, options).to_json()
-
-    settings = {"weights": weights or os.environ.get("EMOTION_LLAMA_WEIGHTS") or "tiny", "timeline": asdict(options)}
-    return run_per_clip(folder, out, make_worker, settings=settings, retry_failed=retry_failed, desc="timeline",
+    return run_per_clip(folder, out, make_worker, settings=settings, retry_failed=retry_failed, desc=desc,
                         progress=progress)
+
+
+def analyze_folder(folder: str | Path, out: str | Path, options: AnalysisOptions, **how: Any) -> BatchSummary:
+    """``analyze FOLDER --out results.jsonl``: one analysis JSON line per clip; ``how``: ``run_folder``'s."""
+    return run_folder(folder, out, lambda engine, path: engine.analyze(path, options=options).to_json(),
+                      settings=analysis_settings(options, how.get("weights")), desc="analyze", **how)
+
+
+def timeline_folder(folder: str | Path, out: str | Path, options, **how: Any) -> BatchSummary:
+    """``timeline FOLDER --out timelines.jsonl``: one timeline JSON line per video; ``options``: a
+    ``timeline.TimelineOptions``."""
+    from .timeline import build_timeline
+
+    settings = {"weights": weights_name(how.get("weights")), "timeline": asdict(options)}
+    return run_folder(folder, out, lambda engine, path: build_timeline(engine, path, options).to_json(),
+                      settings=settings, desc="timeline", **how)

@@ -115,7 +115,7 @@ def timeline_folder(args: argparse.Namespace, options) -> int:
     if not args.out or args.csv:
         raise ConfigError("for a folder give --out timelines.jsonl (one JSON line per video; no --csv)")
     summary = timeline_folder(args.video, args.out, options, weights=args.weights, device=args.device,
-                              retry_failed=args.retry_failed, progress=not args.no_progress)
+                              threads=args.threads, retry_failed=args.retry_failed, progress=not args.no_progress)
     print(summary.line())
     return 0
 
@@ -249,22 +249,36 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emotion_llama", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_info_command, _analyze_command, _timeline_command, _extract_command, _train_command,
+                _evaluate_command, _feature_stats_command, _synth_command):
+        add(commands)
+    return parser
 
+
+def _model_options(command: argparse.ArgumentParser, frame: bool = True) -> None:
+    """Which weights, on which device (and which frame for the global encoder): shared by commands."""
+    command.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
+    command.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    if frame:
+        command.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+
+
+def _info_command(commands) -> None:
     info = commands.add_parser("info", help="parameter counts of a preset")
     info.add_argument("--preset", choices=("official", "tiny"), default="official")
     info.add_argument("--device", choices=("meta", "cpu", "cuda"), default="meta")
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=cmd_info)
 
+
+def _analyze_command(commands) -> None:
     analyze = commands.add_parser("analyze", help="recognise and explain the emotion in one clip")
     analyze.add_argument("clip", help="a video, or a folder of videos (with --out)")
     analyze.add_argument("--subtitle", help="what the person says (default: sidecar file, Whisper, or none)")
     analyze.add_argument("--task", choices=tuple(TASKS), default="emotion")
     analyze.add_argument("--question", help="your own question (with --task free)")
     analyze.add_argument("--labels", help="comma-separated candidate labels (default: MERR's nine)")
-    analyze.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
-    analyze.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    analyze.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+    _model_options(analyze)
     analyze.add_argument("--person", type=int, help="whose face: 0 = seen most often (default), 1 = next, ...")
     analyze.add_argument("--leave-out", help=f"comma list of modalities to drop: {','.join(MODALITIES)}")
     analyze.add_argument("--demo-parity", action="store_true", help="the reference demo's prompt layout")
@@ -281,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--threads", type=int, default=1, help="with a FOLDER: CPU threads per process (default 1)")
     analyze.set_defaults(run=cmd_analyze)
 
+
+def _timeline_command(commands) -> None:
     timeline = commands.add_parser("timeline", help="label every segment of a whole video (JSON or CSV), "
                                                     "or of every video in a folder (--out FILE.jsonl, resumable)")
     timeline.add_argument("video")
@@ -289,16 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     timeline_format.add_argument("--csv", action="store_true", help="one row per segment")
     timeline.add_argument("--out", help="write to this file (default: standard output)")
     timeline.add_argument("--labels", help="comma-separated candidate labels (default: MERR's nine)")
-    timeline.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
-    timeline.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    timeline.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+    _model_options(timeline)
+    timeline.add_argument("--person", type=int, default=None,
+                          help="whose face to read in every segment: 0 = the one seen most in it (default)")
     timeline.add_argument("--no-subtitles", action="store_true", help="ignore a .srt/.vtt file beside the video")
     timeline.add_argument("--no-progress", action="store_true", help="no progress bar")
     timeline.add_argument("--retry-failed", action="store_true", help="with a FOLDER: try videos that failed before")
-    timeline.add_argument("--person", type=int, default=None,
-                          help="whose face to read in every segment: 0 = the one seen most in it (default)")
+    timeline.add_argument("--threads", type=int, default=1, help="with a FOLDER: CPU threads per process (default 1)")
     timeline.set_defaults(run=cmd_timeline)
 
+
+def _extract_command(commands) -> None:
     extract = commands.add_parser(
         "extract",
         help="encode a folder of videos into the reference feature layout (resumable; "
@@ -306,22 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument("video_dir")
     extract.add_argument("--out", required=True, help=f"feature folder ({', '.join(FOLDERS)}, meta/)")
-    extract.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
-    extract.add_argument("--device", default=None)
-    extract.add_argument("--frame", choices=tuple(FRAME_CHOICES), default=DEFAULT_FRAME)
+    _model_options(extract)
     extract.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1)")
     extract.add_argument("--retry-failed", action="store_true", help="try clips that failed before again")
     extract.set_defaults(run=cmd_extract)
 
+
+def _train_command(commands) -> None:
     train = commands.add_parser("train", help="run the training recipe described by a JSON config")
     train.add_argument("config")
     train.set_defaults(run=cmd_train)
 
+
+def _evaluate_command(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="label metrics, modality ablation and reasoning scores")
     evaluate.add_argument("--data", required=True, help="annotation folder or file (MERR / MER2023 formats)")
     evaluate.add_argument("--split", default="test", help="which split to use (default: test; '' for all)")
-    evaluate.add_argument("--weights", help="weights folder, or 'official' (default: the shipped tiny model)")
-    evaluate.add_argument("--device", default=None)
+    _model_options(evaluate, frame=False)
     evaluate.add_argument("--features", help="where encoded clips are kept (default: DATA/features/MODEL-HASH)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N clips")
     evaluate.add_argument("--ablate", action="store_true", help="each modality alone and all but one")
@@ -336,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)
 
+
+def _feature_stats_command(commands) -> None:
     stats = commands.add_parser("feature-stats", help="measure the model's training clips, for the warning on clips "
                                 "unlike them (writes feature_stats.safetensors beside the weights)")
     stats.add_argument("corpus", help="folder of the model's training clips (videos anywhere below it)")
@@ -348,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                             f"(default {DEFAULT_HELD_OUT_EVERY})")
     stats.set_defaults(run=cmd_feature_stats)
 
+
+def _synth_command(commands) -> None:
     synth = commands.add_parser("synth", help="generate the synthetic audio-visual emotion corpus")
     synth.add_argument("--out", required=True, help="output folder (videos/ and the annotation files go here)")
     synth.add_argument("--n", type=int, default=100, help="number of clips (default 100)")
@@ -357,7 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="put every clip in this split (default: 80/10/10 train/val/test)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(run=cmd_synth)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
