@@ -199,10 +199,12 @@ def _band(segments: list[dict[str, Any]], colours: dict[str, str], x, band_y: in
 
 
 def legend(labels: list[str]) -> str:
+    """Each label's colour in the timeline chart; styled inline, so the page shows it as the report does."""
     colours = label_colours(labels)
-    items = "".join(f'<span class="key"><i style="background:{colours[label]}"></i>{esc(label)}</span>'
-                    for label in labels)
-    return f'<p class="legend">{items}</p>'
+    items = "".join(f'<span style="margin-right:14px;white-space:nowrap"><i style="display:inline-block;width:12px;'
+                    f'height:12px;border-radius:2px;margin-right:5px;vertical-align:-1px;background:{colours[label]}">'
+                    f"</i>{esc(label)}</span>" for label in labels)
+    return f'<p style="font-size:13px">{items}</p>'
 
 
 # -- the document ---------------------------------------------------------------------------
@@ -220,8 +222,6 @@ table{border-collapse:collapse;font-size:14px}th{white-space:nowrap}td,th{text-a
 border-bottom:1px solid #eef0f2}
 code{font:13px ui-monospace,monospace;word-break:break-all}
 .warnings li{color:#9a3412}
-.legend .key{margin-right:14px;white-space:nowrap}.legend i{display:inline-block;width:12px;height:12px;
-border-radius:2px;margin-right:5px;vertical-align:-1px}
 """
 # Nothing but this file and its own data: URLs may load, and nothing may run.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -204,15 +204,10 @@ def segment_name(segment) -> str:
 
 def timeline_panel(timeline: dict) -> str:
     """The timeline's chart (each label's probability over time, the top label as a band) and its key."""
-    from ..report import label_colours, timeline_chart
+    from ..report import legend, timeline_chart
 
-    labels = timeline["labels"]
-    colours = label_colours(labels)
-    key = "".join(f'<span style="margin-right:12px;white-space:nowrap"><i style="display:inline-block;width:12px;'
-                  f'height:12px;background:{colours[label]};margin-right:4px"></i>{escape(label)}</span>'
-                  for label in labels)
-    chart = timeline_chart(timeline["segments"], labels, timeline["duration"])
-    return f'<div style="overflow-x:auto">{chart}</div><p style="font-size:13px">{key}</p>'
+    chart = timeline_chart(timeline["segments"], timeline["labels"], timeline["duration"])
+    return f'<div style="overflow-x:auto">{chart}</div>{legend(timeline["labels"])}'
 
 
 def timeline_summary(timeline: dict) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from typing import Any
 
 import gradio as gr
 
-from ..analysis import Analysis, AnalysisOptions, Event
+from ..analysis import Analysis, Event
 from ..errors import PromptError, SessionExpiredError
 from ..prepare import PrepareOptions
 from ..report import render_timeline_report
@@ -115,12 +115,11 @@ def open_segment(demo: Demo, state, index, task, temperature, max_new_tokens,
     yield "", None, ""
     with request(demo, None):
         video, segment = _segment_of(demo, state, index)
-        settings = state["options"]
+        timeline = options_of(state["options"])
         progress(0.1, desc=f"decoding {segment['start']:.1f}-{segment['end']:.1f} s again")
-        prepared = segment_clip(video, (segment["start"], segment["end"]), options_of(settings))
-        options = AnalysisOptions(task=task, labels=tuple(settings["labels"]), leave_out=tuple(settings["leave_out"]),
-                                  demo_parity=settings["demo_parity"], frame_choice=settings["frame_choice"],
-                                  generation=generation_from_form(temperature, max_new_tokens))
+        prepared = segment_clip(video, (segment["start"], segment["end"]), timeline)
+        options = replace(timeline.analysis_options(), task=task,
+                          generation=generation_from_form(temperature, max_new_tokens))
         for item in demo.work.analysis(prepared, options):
             if isinstance(item, Analysis):
                 yield (render.inline_image(item.overlay(), "where the answer looked in the segment's frame"),
