@@ -102,7 +102,7 @@ def zero(monkeypatch, tiny_model, tmp_path):
 
 def test_only_model_work_runs_inside_the_gpu_calls(zero, tmp_path):
     demo, boundary = zero
-    assert boundary.calls == [("_analysis", ANALYSIS_SECONDS), ("_reply", CHAT_SECONDS), ("_score", TIMELINE_SECONDS)]
+    assert boundary.calls == [("_analysis", ANALYSIS_SECONDS), ("_reply", CHAT_SECONDS), ("score_segments", TIMELINE_SECONDS)]
     upload = tmp_path / "uploads" / "0a1b" / "clip.mp4"
     upload.parent.mkdir(parents=True)
     shutil.copy(EXAMPLE, upload)

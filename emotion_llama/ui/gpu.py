@@ -25,6 +25,7 @@ from functools import partial
 from ..analysis import Analysis, AnalysisOptions, Event
 from ..chat import ChatSession
 from ..clip import PreparedClip
+from ..timeline import score_segments
 from ..vocab import GenerationSettings
 
 ANALYSIS_SECONDS = 60  # encode, score the labels, write up to 2 drafts of 1,000 tokens, attention
@@ -57,12 +58,6 @@ def _reply(engine, chat: ChatSession | PreparedClip, question: str, task: str, s
     yield session
 
 
-def _score(engine, batch: list, options) -> Iterator:
-    from ..timeline import score_segments
-
-    yield from score_segments(engine, batch, options)
-
-
 class GpuWork:
     """``analysis``, ``reply`` and ``score`` (timeline segments) of one engine, each wrapped
     for a borrowed GPU by ``wrap``."""
@@ -70,4 +65,4 @@ class GpuWork:
     def __init__(self, engine, wrap: Callable[[Callable, int], Callable] = zero_gpu):
         self.analysis = wrap(partial(_analysis, engine), ANALYSIS_SECONDS)
         self.reply = wrap(partial(_reply, engine), CHAT_SECONDS)
-        self.score = wrap(partial(_score, engine), TIMELINE_SECONDS)
+        self.score = wrap(partial(score_segments, engine), TIMELINE_SECONDS)
