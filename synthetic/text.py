@@ -390,6 +390,10 @@ _VOICE_HINT = {
     "tense": "the trembling, tense voice",
     "plain": "the steady, even tone",
 }
+# The person is "the person" and "their": the drawn face has no gender and the voice's is
+# drawn on its own, so a gendered pronoun taken from the voice can contradict what the face
+# shows, and a model trained on such text mixed "her face" with "his speech".
+_PERSON, _THEIR = "the person", "their"
 _OCCLUDER = {"turned_away": "turns away from the camera", "occluded": "keeps {his} face hidden behind an object"}
 
 
@@ -429,7 +433,7 @@ def _np(phrase: str) -> str:
 def coarse_caption(info: dict, words: bool = True) -> str:
     """One sentence listing the clues (MERR coarse style). With ``words=False`` it reads
     as for the same clip shown without its subtitle: the words are not quoted."""
-    who = "He" if info["gender"] == "male" else "She"
+    who = "The person"
     parts = []
     if info["face_visibility"] == "visible":
         aus = [AU_CLUES[a] for a in info["face_aus"]]
@@ -438,8 +442,7 @@ def coarse_caption(info: dict, words: bool = True) -> str:
         else:
             parts.append(f"{who} shows a relaxed face with no marked facial action")
     else:
-        his = "his" if info["gender"] == "male" else "her"
-        what = _OCCLUDER[info["face_visibility"]].format(his=his)
+        what = _OCCLUDER[info["face_visibility"]].format(his=_THEIR)
         parts.append(f"{who} {what} ({FACE_MISSING_CLUES[info['face_visibility']]})")
     if info["voice_present"]:
         parts.append(f"speaks with {_aj(info['voice_clues'])}")
@@ -459,8 +462,7 @@ def fine_reasoning(rng: np.random.Generator, info: dict, words: bool = True) -> 
     subtitle: it says that there are no words to weigh instead of quoting them, and
     concludes from the face and the voice. Given a generator in the same state, the face
     and voice sentences are the same as with words."""
-    he = "he" if info["gender"] == "male" else "she"
-    his = "his" if info["gender"] == "male" else "her"
+    he, his = _PERSON, _THEIR
     He, His = he.capitalize(), his.capitalize()
     label = info["label"]
     pick = lambda options: options[int(rng.integers(len(options)))]

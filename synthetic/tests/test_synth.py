@@ -237,6 +237,22 @@ def test_reasoning_mentions_true_clues_and_label(corpus):
 
 
 @needs_espeak
+def test_captions_and_reasoning_call_the_person_one_way_on_100_clips(tmp_path):
+    """The drawn face has no gender and the voice's is drawn on its own: the texts say "the
+    person" and "their", never a gendered pronoun that the face may contradict."""
+    from synthetic import generate_corpus
+    from tests.pronouns import pronoun_sets
+
+    generate_corpus(tmp_path, 100, seed=SEED + 1, workers=2, progress=False)
+    annotations = load_annotations(tmp_path)
+    assert len(annotations) == 100
+    for a in annotations:
+        bare = a.meta["without_subtitle"]
+        for text in (a.coarse_caption, a.fine_reasoning, bare["coarse_caption"], bare["fine_reasoning"]):
+            assert pronoun_sets(text) <= {"neutral"}, (a.name, text)
+
+
+@needs_espeak
 def test_annotation_files_load_back_in_every_format(corpus):
     out, _ = corpus
     full = load_annotations(out)
