@@ -11,8 +11,9 @@ from tqdm import tqdm
 from ..config import preset
 from ..data.merr import Annotation
 from ..model import EmotionLlama
-from ..prompts import EMOTION_INSTRUCTION, REASON_INSTRUCTIONS
+from ..prompts import REASON_INSTRUCTIONS, instruction_for
 from .common import PROBE_SIZE, StageSettings, loss_summary, optimiser, probe, stage_steps
+from .tuning import offered_labels
 
 
 def corpus_texts(annotations: list[Annotation]) -> list[str]:
@@ -36,7 +37,10 @@ def chat_text(ann: Annotation, task: str, rng: random.Random) -> str:
     """A text-only rendering of a tuning conversation, for language pretraining."""
     answer = ann.label if task == "emotion" else rng.choice([ann.coarse_caption, ann.fine_reasoning])
     subtitle = f"The person in video says: {ann.subtitle}. " if ann.subtitle else ""
-    instruction = rng.choice(REASON_INSTRUCTIONS) if task == "reason" else EMOTION_INSTRUCTION
+    if task == "reason":
+        instruction = rng.choice(REASON_INSTRUCTIONS)
+    else:
+        instruction = instruction_for("emotion", labels=offered_labels(ann.label, rng))
     return f"[INST] <video></video> <feature></feature> {subtitle}[{task}] {instruction} [/INST] {answer}"
 
 

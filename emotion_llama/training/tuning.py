@@ -15,7 +15,7 @@ from ..data.merr import Annotation
 from ..encoders import EncodedClip, without
 from ..model import EmotionLlama
 from ..prompts import answer_pieces, first_turn, reason_after_label, user_turn
-from ..vocab import ENCODED_MODALITIES, MODALITIES
+from ..vocab import ENCODED_MODALITIES, MER2023_LABELS, MERR_LABELS, MODALITIES
 from .cache import RunCache
 from .common import PROBE_SIZE, StageSettings, loss_summary, optimiser, probe, stage_steps
 
@@ -52,20 +52,45 @@ def without_subtitle(ann: Annotation) -> dict[str, str]:
     return {}
 
 
+# How often a label question offers each kind of candidate list: the nine MERR labels
+# (the reference's instruction), the six of MER2023 (when they hold the clip's label) and
+# a list of the user's own (two to eight MERR labels in any order, the clip's among them),
+# as the app's label-set choice asks them. Trained only on the nine, the label answer
+# rambled under the six-label instruction.
+LABEL_SET_SHARES = {"merr": 0.6, "mer2023": 0.2, "custom": 0.2}
+
+
+def offered_labels(label: str, rng: random.Random) -> tuple[str, ...] | None:
+    """The candidate labels one training label question offers (``None``: the nine MERR
+    labels, asked with the reference's own instruction); the clip's ``label`` is always
+    among them."""
+    kind = rng.choices(list(LABEL_SET_SHARES), weights=list(LABEL_SET_SHARES.values()))[0]
+    if kind == "merr" or label not in MERR_LABELS:
+        return None
+    if kind == "mer2023" and label in MER2023_LABELS:
+        return MER2023_LABELS
+    others = [x for x in MERR_LABELS if x != label]
+    chosen = [label, *rng.sample(others, rng.randint(1, len(others) - 1))]
+    rng.shuffle(chosen)
+    return tuple(chosen)
+
+
 def conversation(sample: TuningSample, task: str, rng: random.Random, stage: TuningStage,
                  subtitle: str | None = None, follow_up: float = 0.0):
     """One training conversation. A ``follow_up`` share of reasoning questions come as the
     second turn after the label answer (both answers are targets), as the app asks them."""
     ann = sample.annotation
     if task == "emotion":
-        return first_turn(user_turn(task, subtitle=subtitle, rng=rng)) + answer_pieces(ann.label, close=True)
+        labels = offered_labels(ann.label, rng)
+        return first_turn(user_turn(task, subtitle=subtitle, labels=labels)) + answer_pieces(ann.label, close=True)
     answer = getattr(ann, stage.reasoning)
     texts = without_subtitle(ann)
     if subtitle is None and sample.subtitle and texts:
         # Shown without its subtitle: the answer must not quote words it was not given.
         answer = texts[stage.reasoning]
     if rng.random() < follow_up:
-        prompt = reason_after_label(ann.label, subtitle=subtitle, rng=rng, label_kind="answer")
+        prompt = reason_after_label(ann.label, subtitle=subtitle, labels=offered_labels(ann.label, rng), rng=rng,
+                                    label_kind="answer")
     else:
         prompt = first_turn(user_turn(task, subtitle=subtitle, rng=rng))
     return prompt + answer_pieces(answer, close=True)
