@@ -65,10 +65,22 @@ class ChatSession:
         budget = settings.max_context_tokens - min(settings.max_new_tokens, settings.max_context_tokens // 2)
         sequence = self._assemble(self.prompt(user, budget))
         answer = ""
-        with closing(self.writer.stream(sequence, settings)) as replies:
-            for answer in replies:
-                yield answer
+        if task == "emotion":
+            answer = self.label_answer(sequence)
+            yield answer
+        else:
+            with closing(self.writer.stream(sequence, settings)) as replies:
+                for answer in replies:
+                    yield answer
         self.keep(user, answer)
+
+    def label_answer(self, sequence) -> str:
+        """The label question's answer: the candidate label most likely after ``sequence``,
+        scored as the analysis scores them, so it is one word from the chosen set."""
+        labels = self.options.labels
+        answers = [self._assemble(answer_pieces(label, close=True)) for label in labels]
+        scores = self.model.label_log_likelihoods(sequence, answers)
+        return labels[int(scores.argmax())]
 
     def prompt(self, user: list[Piece], budget: int) -> list[Piece]:
         """The whole chat before ``user``'s turn, newest earlier turns first to fit ``budget`` tokens."""
