@@ -4,7 +4,8 @@
 
 - Labels: weighted F1 (MER2023's headline metric), accuracy, UAR (mean per-class
   recall, DFEW's), WAR (recall weighted by class size = accuracy), the confusion matrix,
-  and accuracy on the clips whose words disagree with face and voice (``conflict``).
+  and accuracy on the hard cases: the clips whose words disagree with face and voice
+  (``conflict``) and those without a voice or a visible face (``missing_audio``, ``missing_face``).
 - ``--ablate``: the same label metrics with each modality alone and with all but one
   (the paper's modality table). A left-out modality is zeros at the encoder output, as
   for a missing one; a left-out subtitle is not in the prompt.
@@ -130,7 +131,7 @@ def evaluate(
     if not results:
         raise EmotionLlamaError("no clip could be evaluated")
     report: dict = {"labels": list(labels), "skipped": skipped,
-                    "variants": _label_report(results, variants, labels, {a.name for a in annotations if a.conflict})}
+                    "variants": _label_report(results, variants, labels, hard_cases(annotations))}
     if scores.clue_recall:
         report["reasoning"] = scores.report(single_turn_reasoning, redrafts)
     return report
@@ -163,16 +164,30 @@ def _reasoning(engine: Engine, stored, answer: str, labels: tuple[str, ...], sin
     return engine.writer.reasoning_quietly(sequence, answer, labels, REASON_SETTINGS, allowed)
 
 
-def _label_report(results: list[ClipResult], variants: dict, labels: tuple[str, ...], conflict: set[str]) -> dict:
+# The hard cases whose accuracy is reported apart: clips whose words disagree with face and
+# voice, and clips without a voice or without a visible face.
+HARD_CASES = ("conflict", "missing_audio", "missing_face")
+
+
+def hard_cases(annotations: list[Annotation]) -> dict[str, set[str]]:
+    """The names of the clips of each hard case (``HARD_CASES``)."""
+    return {"conflict": {a.name for a in annotations if a.conflict},
+            "missing_audio": {a.name for a in annotations if "audio" in a.missing},
+            "missing_face": {a.name for a in annotations if "face" in a.missing}}
+
+
+def _label_report(results: list[ClipResult], variants: dict, labels: tuple[str, ...],
+                  cases: dict[str, set[str]]) -> dict:
     truth = [r.truth for r in results]
     out = {}
     for variant in variants:
         predicted = [max(r.probabilities[variant], key=r.probabilities[variant].get) for r in results]
         metrics = label_metrics(truth, predicted, labels)
-        pairs = [(t, p) for r, t, p in zip(results, truth, predicted) if r.name in conflict]
-        if pairs:
-            metrics["conflict_accuracy"] = round(sum(t == p for t, p in pairs) / len(pairs), 4)
-            metrics["conflict_n"] = len(pairs)
+        for case, names in cases.items():
+            pairs = [(t, p) for r, t, p in zip(results, truth, predicted) if r.name in names]
+            if pairs:
+                metrics[f"{case}_accuracy"] = round(sum(t == p for t, p in pairs) / len(pairs), 4)
+                metrics[f"{case}_n"] = len(pairs)
         if variant == "all":
             metrics["confusion_matrix"] = confusion_matrix(truth, predicted, labels=list(labels)).tolist()
         out[variant] = metrics
@@ -180,10 +195,12 @@ def _label_report(results: list[ClipResult], variants: dict, labels: tuple[str, 
 
 
 def markdown(report: dict) -> str:
-    lines = ["| variant | weighted F1 | accuracy | UAR | WAR | conflict acc. | n |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | weighted F1 | accuracy | UAR | WAR | conflict acc. | missing audio | missing face | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["variants"].items():
+        cases = " | ".join(f"{m.get(f'{case}_accuracy', float('nan')):.4f}" for case in HARD_CASES)
         lines.append(f"| {name} | {m['weighted_f1']:.4f} | {m['accuracy']:.4f} | {m['uar']:.4f} | {m['war']:.4f} | "
-                     f"{m.get('conflict_accuracy', float('nan')):.4f} | {m['n']} |")
+                     f"{cases} | {m['n']} |")
     labels = report["labels"]
     matrix = report["variants"]["all"]["confusion_matrix"]
     lines += ["", "Confusion matrix (rows: truth, columns: prediction)", "",
