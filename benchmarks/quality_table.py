@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from emotion_llama.evaluate import evaluate  # after the path is set
+from emotion_llama.evaluate import evaluate, feature_folder  # after the path is set
 from emotion_llama.pipeline import load_engine
 
 # The bars of issue 17: every set, every retrain.
@@ -40,12 +40,10 @@ def fresh_set(seed: int, n: int) -> Path:
     return folder
 
 
-def scores(weights: str, folder: Path) -> dict[str, float]:
+def scores(engine, folder: Path) -> dict[str, float]:
     from emotion_llama.data.merr import load_annotations
 
-    engine = load_engine(weights, device="cpu")
-    features = folder / "features" / f"{engine.model.config.preset}-{engine.encoders_key}"  # as evaluate keeps them
-    report = evaluate(engine, load_annotations(folder), folder, features, reasoning=False)
+    report = evaluate(engine, load_annotations(folder), folder, feature_folder(engine, folder), reasoning=False)
     metrics = report["variants"]["all"]
     return {key: metrics[key] for key in BARS} | {"n": metrics["n"]}
 
@@ -75,7 +73,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    rows = [(Path(w).name, seed, scores(w, fresh_set(seed, args.n))) for seed in args.seeds for w in args.weights]
+    sets = {seed: fresh_set(seed, args.n) for seed in args.seeds}
+    rows = []
+    for weights in args.weights:  # each model loaded once, scored on every set
+        engine = load_engine(weights, device="cpu")
+        rows += [(Path(weights).name, seed, scores(engine, folder)) for seed, folder in sets.items()]
+    rows.sort(key=lambda row: row[1])
     print(table(rows), "", spread(rows), sep="\n")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -209,15 +209,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluate import evaluate, load_split, markdown
+    from .evaluate import evaluate, feature_folder, load_split, markdown
     from .pipeline import load_engine
 
     annotations, root = load_split(args.data, args.split)
     annotations = annotations[: args.limit] if args.limit else annotations
     engine = load_engine(args.weights, device=args.device)
-    # Cached features belong to one set of encoders: the default folder is named after them.
-    default_dir = root / "features" / f"{engine.model.config.preset}-{engine.encoders_key}"
-    feature_dir = Path(args.features) if args.features else default_dir
+    feature_dir = Path(args.features) if args.features else feature_folder(engine, root)
     report = evaluate(engine, annotations, root, feature_dir, ablate=args.ablate, reasoning=not args.no_reasoning,
                       single_turn_reasoning=args.single_turn_reasoning, redrafts=args.redrafts)
     report["engine"] = engine.info

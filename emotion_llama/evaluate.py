@@ -137,6 +137,12 @@ def evaluate(
     return report
 
 
+def feature_folder(engine: Engine, data_root: Path) -> Path:
+    """Where a dataset's encoded clips are kept by default: cached features belong to one set
+    of encoders, so the folder is named after them."""
+    return Path(data_root) / "features" / f"{engine.model.config.preset}-{engine.encoders_key}"
+
+
 def _stored(engine: Engine, store: FeatureStore, ann: Annotation, corpus_root: Path):
     """The clip's features from the feature folder, encoded (through the engine's cache) if
     missing; None when the clip cannot be read."""
