@@ -221,6 +221,8 @@ def wire(demo: Demo, form: dict, outputs: dict, chat: dict, api: dict) -> None:
                              **private)
     reset = bind(handlers.reset_chat, demo)
     form["video"].change(reset, chat["session"], [chat["chatbot"], chat["session"]], **private)
+    last_clip = gr.State(None)  # the clip this page showed last: deleted once replaced, if never used
+    form["video"].change(bind(handlers.replace_clip, demo), [form["video"], last_clip], last_clip, **private)
     form["video"].change(lambda: (gr.update(choices=render.NOBODY_PICKED, value=0, visible=False), ""), None,
                          [form["person"], form["people"]], **private)  # a new clip: its people are unknown
 

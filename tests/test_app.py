@@ -290,6 +290,31 @@ def test_upload_store_deletes_only_its_uploads(tmp_path):
     assert kept.exists() and outside.exists()
 
 
+def test_a_replaced_upload_is_deleted_unless_a_request_uses_or_holds_it(tmp_path):
+    from emotion_llama.ui import UploadStore
+
+    root = tmp_path / "gradio"
+    names = ("replaced", "in_use", "held", "example")
+    files = {name: root / name / "clip.mp4" for name in names}
+    for name, path in files.items():
+        path.parent.mkdir(parents=True)
+        path.write_bytes(name.encode())
+    (tmp_path / "example.mp4").write_bytes(b"example")
+    outside = tmp_path / "mine.mp4"
+    outside.write_bytes(b"mine")
+    store = UploadStore(root, keep=[tmp_path / "example.mp4"])
+    store.acquire(str(files["in_use"]))
+    store.hold(str(files["held"]), 60)
+    deleted = {name: store.discard(str(path)) for name, path in files.items()}
+    assert deleted == {"replaced": True, "in_use": False, "held": False, "example": False}
+    assert not files["replaced"].parent.exists()
+    assert all(files[name].exists() for name in names[1:])
+    assert not store.discard(str(outside)) and outside.exists()
+    assert not store.discard(None)
+    store.release(str(files["in_use"]))
+    assert not files["in_use"].exists(), "its request ended, so it goes as before"
+
+
 def test_an_upload_over_the_size_limit_is_refused(engine, gradio_temp, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
 

@@ -197,15 +197,20 @@ def test_a_webcam_recording_is_analysed(page, screenshots):
 
 
 def test_nothing_of_a_visitor_is_left_on_the_server(page, gradio_temp, tmp_path, screenshots):
-    """After a visitor's analysis and chat turn (and the webcam recording above), the server's
-    temporary folder holds no copy of their clip and no picture made from it."""
+    """After a visitor's analysis and chat turn (and the webcam recordings above, some of them
+    discarded), the server's temporary folder holds no copy of their clips (the one they
+    replaced unused included) and no picture made from one."""
     import hashlib
 
     from media_factory import expressive_face, make_face_clip
 
+    first = make_face_clip(tmp_path / "first_choice.mp4", expressive_face(0.2, 1.0), seconds=1.5, fps=10)
     clip = make_face_clip(tmp_path / "visitor.mp4", expressive_face(0.5, 1.5), seconds=2.0, fps=10)
     page.reload()  # a new visitor, with the upload source selected again
     page.wait_for_selector("#analyze-button")
+    page.locator("#video-input input[type=file]").set_input_files(str(first))
+    page.wait_for_selector("#video-input video")
+    page.locator("#video-input button[aria-label='Clear']").first.click()  # changed their mind
     page.locator("#video-input input[type=file]").set_input_files(str(clip))
     page.wait_for_selector("#video-input video")
     page.locator("#analyze-button").click()
@@ -217,9 +222,9 @@ def test_nothing_of_a_visitor_is_left_on_the_server(page, gradio_temp, tmp_path,
     wait_for_result(page, "#chatbot [data-testid=bot]")
     page.screenshot(path=str(screenshots / "visitor.png"), full_page=True)
 
-    digest = hashlib.sha256(clip.read_bytes()).hexdigest()
+    digests = {hashlib.sha256(path.read_bytes()).hexdigest() for path in (first, clip)}
     left = [path for path in gradio_temp.rglob("*") if path.is_file()]
-    assert [p for p in left if hashlib.sha256(p.read_bytes()).hexdigest() == digest] == []
+    assert [p for p in left if hashlib.sha256(p.read_bytes()).hexdigest() in digests] == []
     assert [p for p in left if p.suffix.lower() in {".webm", ".png", ".jpg", ".jpeg", ".webp"}] == []
 
 

@@ -243,6 +243,14 @@ def chat_api(demo: Demo, video, subtitle=None, message=None, task="free", label_
             yield reply, ticket
 
 
+def replace_clip(demo: Demo, video: str | None, shown: str | None) -> str | None:
+    """The visitor picked, recorded or cleared a clip: the one shown before, if no request
+    used it, is deleted now. Returns the clip now shown (kept in the page's state)."""
+    if shown != video:
+        demo.store.discard(shown)
+    return video
+
+
 def reset_chat(demo: Demo, ticket: ChatTicket | None):
     """Forget the conversation: the next turn opens a new one."""
     demo.conversations.close(ticket)

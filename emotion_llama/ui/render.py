@@ -55,8 +55,8 @@ This model was trained on narrow data (acted and TV clips, mostly Chinese and En
 the tiny model only on synthetic clips), so its label is a guess with a probability, never a
 finding about a person. Do not use it to judge, screen or monitor anyone, and only analyse
 clips of people who have agreed to it. The uploaded file is deleted when the request that uses it
-finishes (one never analysed, within {unused_upload}; a video made into a timeline, {ttl} after
-your last request about it); what was decoded from it stays only in this server's memory,
+finishes (one you replace unused, at once; one never analysed, within {unused_upload}; a video
+made into a timeline, {ttl} after your last request about it); what was decoded from it stays only in this server's memory,
 for {ttl} after its last use, so that a re-analysis or a chat turn
 needs no new upload. Pictures are sent inside the page, never stored as files. Nothing is logged.
 """

@@ -5,6 +5,9 @@ the same clip share one path. The decoded clip stays in the engine's cache (boun
 memory), so a request that starts after the file was deleted (the second Analyze click,
 a chat turn, a queued twin) is still served.
 
+A clip the visitor replaces or clears before any request used it (a second upload, a new
+webcam take) is ``discard``-ed at once rather than left for Gradio's unused-upload sweep.
+
 One exception: a video made into a timeline is ``hold``-ed for a time after its request
 (its segments are decoded again when the visitor opens them), at most ``max_held`` at
 once (the oldest let go first), and deleted by ``sweep`` once that time is up.
@@ -77,6 +80,17 @@ class UploadStore:
         finally:
             self.release(path)
 
+    def discard(self, path: str | None) -> bool:
+        """Delete an upload the page no longer shows, unless a request uses it or it is held;
+        True when it was deleted."""
+        if not path:
+            return False
+        with self._lock:
+            if path in self._in_use or path in self._held:
+                return False
+            file = Path(path).resolve()
+            return file.is_relative_to(self._root) and _delete_upload(file, self._root, self._keep)
+
     def acquire(self, path: str) -> None:
         with self._lock:
             self._in_use[path] = self._in_use.get(path, 0) + 1
@@ -94,12 +108,13 @@ class UploadStore:
                 _delete_upload(file, self._root, self._keep)
 
 
-def _delete_upload(path: Path, root: Path, keep: set[str]) -> None:
+def _delete_upload(path: Path, root: Path, keep: set[str]) -> bool:
     try:
         if not path.is_file() or file_digest(path) in keep:
-            return
+            return False
         path.unlink()
         if path.parent != root:
             path.parent.rmdir()  # Gradio's per-upload hash folder; fails harmlessly when not empty
     except OSError:
-        pass
+        return not path.exists()
+    return True
