@@ -8,7 +8,8 @@ as ``train`` would, and reused by a later ``train`` with the same work folder), 
 
 Each variant is trained from each initialisation (the encoder's weights drawn after
 ``torch.manual_seed(init)``), two at a time, one thread each, through the recipe's own
-``encoder_pretraining._pretrain_encoder``. A variant's keys: ``epochs``, ``lr``, ``batch``.
+``encoder_pretraining._pretrain_encoder``. A variant's keys: ``epochs``, ``lr``, ``batch``,
+``frames`` (face crops per clip in a training step).
 Printed: the accuracy on the training batches (last fifth) and on the ``val`` clips, and
 the seconds each took. The model card's "What was tried" figures come from this.
 """
@@ -21,6 +22,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -52,7 +54,7 @@ def jobs(args, annotations, cache) -> list:
             settings = StageSettings(epochs=variant.get("epochs", 15), lr=variant.get("lr", 3e-3),
                                      batch_size=variant.get("batch", 32))
             job = encoder_pretraining._job(model, args.modality, annotations, cache, settings, 0, 0.0)
-            out.append((job, f"{name}, init {init}"))
+            out.append((replace(job, frames=variant.get("frames", 0)), f"{name}, init {init}"))
     return out
 
 

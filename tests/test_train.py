@@ -143,6 +143,46 @@ def test_encoder_pretraining_gives_the_same_weights_twice(small_corpus, tmp_path
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_the_face_encoder_trains_on_two_random_crops_of_a_clip_and_is_measured_on_all(small_corpus, tmp_path,
+                                                                                      monkeypatch):
+    """``face_train_frames``: each training step sees that many of a clip's crops (drawn at
+    random, in time order); the held-out accuracy, like inference, averages all of them."""
+    import random
+
+    import numpy as np
+
+    from emotion_llama.config import preset
+    from emotion_llama.data.merr import load_annotations
+    from emotion_llama.encoders import FaceEncoder
+    from emotion_llama.pipeline import random_tiny_model
+    from emotion_llama.training.cache import RunCache
+    from emotion_llama.training.decoding import decode_clips
+    from emotion_llama.training.encoder_pretraining import _some_frames, pretrain_encoders
+
+    crops = np.arange(8)[:, None, None, None] * np.ones((8, 4, 4, 3), dtype=np.uint8)
+    drawn = [_some_frames(crops, 2, random.Random(seed))[:, 0, 0, 0].tolist() for seed in range(20)]
+    assert all(len(d) == 2 and d[0] < d[1] for d in drawn) and len({tuple(d) for d in drawn}) > 5
+    assert len(_some_frames(crops[:2], 4, random.Random(0))) == 2
+
+    annotations = load_annotations(small_corpus)
+    for held_out in annotations[::3]:
+        held_out.split = "val"
+    cache = RunCache(tmp_path / "cache")
+    decode_clips(annotations, small_corpus, cache, preset("tiny"), workers=2, face_scale_factor=1.15)
+    rows = {True: set(), False: set()}
+    real = FaceEncoder.frame_features
+
+    def spy(self, pixels):
+        rows[self.training].add(pixels.shape[0])
+        return real(self, pixels)
+
+    monkeypatch.setattr(FaceEncoder, "frame_features", spy)
+    pretrain_encoders(random_tiny_model(seed=0), annotations, cache, StageSettings(epochs=1, lr=3e-3, batch_size=4),
+                      seed=0, epochs={"audio": 0.1, "face": 1, "temporal": 0.1, "global": 0.1}, face_frames=2)
+    assert rows[True] == {8}, "4 clips a step, 2 crops each"
+    assert all(n % 8 == 0 for n in rows[False]) and max(rows[False]) > 8, "all 8 crops of each held-out clip"
+
+
 def test_configs_with_the_stage_keys_of_before_the_paper_names_still_load(tmp_path):
     old = {"corpus": "corpus", "work": "work", "stage1": {"epochs": 2}, "stage2": {"epochs": 3}, "label_share_stage2": 0.4}
     (tmp_path / "old.json").write_text(json.dumps(old))
@@ -156,6 +196,7 @@ def test_configs_with_the_stage_keys_of_before_the_paper_names_still_load(tmp_pa
     assert (shipped.coarse_tuning.epochs, shipped.fine_tuning.epochs, shipped.fine_label_share) == (
         made_with["coarse_tuning"]["epochs"], made_with["fine_tuning"]["epochs"], made_with["fine_label_share"])
     assert shipped.encoder_epochs == made_with["encoder_epochs"] and shipped.language.epochs == made_with["language"]["epochs"]
+    assert shipped.face_train_frames == made_with.get("face_train_frames")
 
 
 def test_nothing_outside_training_imports_it_but_the_train_command():

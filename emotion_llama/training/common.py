@@ -56,6 +56,10 @@ class TrainConfig:
     # 0.33 -> 0.37-0.38, though a linear probe on its features did not improve; on the
     # visual encoders accuracy fell, so configs/tiny.json gives them none.
     encoder_clue_weight: dict[str, float] | None = None
+    # Face crops per clip in each of the face encoder's training steps, drawn at random
+    # (inference averages all of a clip's crops): fewer images a step make steps cheaper,
+    # so more epochs fit in the same time. None or 0: all crops.
+    face_train_frames: int | None = None
     language: StageSettings = StageSettings(epochs=3, lr=3e-3, batch_size=32)
     coarse_tuning: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
     fine_tuning: StageSettings = StageSettings(epochs=6, lr=1e-3, batch_size=16)

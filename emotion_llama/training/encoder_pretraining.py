@@ -35,15 +35,25 @@ def _has_input(modality: str, array: np.ndarray) -> bool:
     return modality == "global" or array.size > 0
 
 
+def _some_frames(crops: np.ndarray, frames: int, rng: random.Random) -> np.ndarray:
+    """``frames`` of a clip's face crops, drawn at random (in time order); all when it has no more."""
+    if frames <= 0 or len(crops) <= frames:
+        return crops
+    return crops[sorted(rng.sample(range(len(crops)), frames))]
+
+
 def _batch_features(encoder: nn.Module, modality: str, inputs: list[np.ndarray],
-                    rng: random.Random | None) -> torch.Tensor:
+                    rng: random.Random | None, frames: int = 0) -> torch.Tensor:
     """Pooled features of a batch of clips from one encoder, (batch, width), as ``encode``
-    pools them. Audio is cut to random 2 s windows when ``rng`` is given (training) and
-    read whole, one clip at a time, otherwise.
+    pools them. When ``rng`` is given (training), audio is cut to random 2 s windows and,
+    with ``frames``, each clip's face crops to that many drawn at random; otherwise audio
+    is read whole, one clip at a time, and every crop is used.
     """
     if modality == "global":
         return encoder(torch.cat([encoder.preprocess(x) for x in inputs]))[:, 1:].mean(dim=1)
     if modality == "face":
+        if rng is not None:
+            inputs = [_some_frames(x, frames, rng) for x in inputs]
         crops = [encoder.preprocess(x) for x in inputs]
         frames = encoder.frame_features(torch.cat(crops))
         return torch.stack([part.mean(dim=0) for part in frames.split([len(c) for c in crops])])
@@ -73,6 +83,7 @@ class EncoderJob:
     seed: int
     n_clues: int = 0  # size of the modality's clue vocabulary; 0: no clue targets
     clue_weight: float = 0.0  # weight of the clue loss against the label's
+    frames: int = 0  # face crops per clip in a training step, drawn at random; 0: all
 
 
 def _one_thread() -> None:
@@ -113,7 +124,7 @@ def _train_encoder(job: EncoderJob, encoder: nn.Module, head: nn.Linear, train: 
     correct = seen = 0
     for step in tqdm(range(steps), desc=f"encoder {job.modality}", unit="step"):
         batch = rng.sample(train, min(job.settings.batch_size, len(train)))
-        out = head(_batch_features(encoder, job.modality, [x for x, _, _ in batch], rng))
+        out = head(_batch_features(encoder, job.modality, [x for x, _, _ in batch], rng, job.frames))
         logits, targets = out[:, :n_labels], torch.tensor([y for _, y, _ in batch])
         loss = nn.functional.cross_entropy(logits, targets)
         if job.n_clues:
@@ -173,17 +184,18 @@ def _job(model: EmotionLlama, modality: str, annotations: list[Annotation], cach
 
 def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache: RunCache, settings: StageSettings,
                       seed: int, epochs: dict[str, float] | None = None, workers: int = 1,
-                      clue_weights: dict[str, float] | None = None) -> dict[str, dict]:
+                      clue_weights: dict[str, float] | None = None, face_frames: int = 0) -> dict[str, dict]:
     """Each encoder learns to name the emotion its own modality shows (a supervised
     stand-in for the reference's MER2023-pretrained encoders) and, where ``clue_weights``
     gives it a weight, which of its modality's annotated clues the clip shows (see
-    ``TrainConfig.encoder_clue_weight``); the heads are then dropped
+    ``TrainConfig.encoder_clue_weight``), with the face encoder seeing ``face_frames``
+    random crops of a clip a step (all when 0); the heads are then dropped
     and the encoders frozen. The four train in parallel processes, one thread each.
     Clips of the ``val`` split are held out to measure each encoder's accuracy.
     Returns ``{modality: {"train": acc, "val": acc}}``."""
-    jobs = [_job(model, modality, annotations, cache,
-                 replace(settings, epochs=(epochs or {}).get(modality, settings.epochs)), seed,
-                 (clue_weights or {}).get(modality, 0.0))
+    jobs = [replace(_job(model, modality, annotations, cache,
+                         replace(settings, epochs=(epochs or {}).get(modality, settings.epochs)), seed,
+                         (clue_weights or {}).get(modality, 0.0)), frames=face_frames if modality == "face" else 0)
             for modality in TRAINING_ORDER]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread,
