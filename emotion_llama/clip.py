@@ -62,7 +62,8 @@ class PreparedClip:
     ``face_crops`` feeds the local (MAE) encoder, one crop per sampled frame;
     ``face_sequence`` feeds the temporal (VideoMAE) encoder, 16 crops spread over the
     analysed window. Either may be empty when no face is usable; ``audio`` is None when
-    the clip has no audio track.
+    the clip has no audio track. ``face_found`` False: no face was detected, the crops
+    show the centre of the frame (for the pictures) and the face encoders leave them out.
     """
 
     global_frame: np.ndarray  # (H, W, 3) uint8, the frame chosen for the global encoder
@@ -75,7 +76,7 @@ class PreparedClip:
     analysed_window: tuple[float, float] = (0.0, 0.0)
     frame_times: list[float] = field(default_factory=list)  # times of face_crops
     peak_frame_index: int | None = None  # index into face_crops of the peak frame
-    face_found: bool = False
+    face_found: bool = True
     face_boxes: list[tuple[int, int, int, int] | None] = field(default_factory=list)
     other_people: int = 0
     warnings: list[str] = field(default_factory=list)

@@ -191,11 +191,13 @@ class ModalityEncoders(nn.Module):
     def encode(self, clip: PreparedClip, zero_out: set[str], timings: dict[str, float] | None = None) -> EncodedClip:
         """Run the four encoders. A missing or ``zero_out`` modality becomes zeros at the
         encoder output (its adapter then contributes only its bias), which is how the
-        reference demo fills the face and temporal features it never computes."""
+        reference demo fills the face and temporal features it never computes. The face is
+        missing when no face was found: crops of the frame's centre would read a wall or
+        the back of a head as an expression."""
         inputs = {"global": clip.global_frame, "face": clip.face_crops, "temporal": clip.face_sequence,
                   "audio": clip.audio}
-        available = {"global": True, "face": len(clip.face_crops) > 0, "temporal": len(clip.face_sequence) > 0,
-                     "audio": clip.has_audio}
+        available = {"global": True, "face": clip.face_found and len(clip.face_crops) > 0,
+                     "temporal": clip.face_found and len(clip.face_sequence) > 0, "audio": clip.has_audio}
         out = EncodedClip(features={}, present={})
         for name in ENCODED_MODALITIES:
             start = time.perf_counter()

@@ -27,7 +27,7 @@ import numpy as np
 from emotion_llama.clip import Person
 from emotion_llama.errors import NoSuchPersonError, WeightsUnavailableError
 
-NO_FACE_WARNING = "no face found: used the centre of the frame"
+NO_FACE_WARNING = "no face found: the face encoders were left out (the pictures show the centre of the frame)"
 FULL_EVERY = 15  # a full detection on the first sampled frame, every 15th and the last
 HOLD = 2  # a track missed in a frame is still searched for near its box this many frames on
 THUMBNAIL_SIDE = 96
@@ -426,7 +426,7 @@ class FaceAnalysis:
 def coverage_note(seen: int, total: int) -> str:
     """A sentence for people: how often the face was seen in the sampled frames."""
     if not seen:
-        return f"no face seen in the {total} sampled frames: the centre of the frame was used"
+        return f"no face seen in the {total} sampled frames: the face was left out"
     return f"face seen in {seen} of {total} sampled frames"
 
 

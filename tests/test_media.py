@@ -228,14 +228,40 @@ def test_clip_without_sound_is_analysed_without_audio(media: MediaCatalogue):
     assert any("no sound track" in w for w in prepared.warnings)
 
 
-@pytest.mark.timeout(30)
-def test_clip_without_face_uses_the_centre_of_the_frame(media: MediaCatalogue):
+@pytest.mark.timeout(60)
+def test_clip_without_face_shows_the_centre_and_leaves_the_face_encoders_out(media: MediaCatalogue, tiny_model):
+    """The pictures show the frame's centre; the model is told the face is missing (zeros,
+    as for a left-out modality) rather than reading a wall as an expression."""
     prepared = prepare_clip(media["no_face.mp4"])
     assert not prepared.face_found
     assert NO_FACE_WARNING in prepared.warnings
     assert prepared.face_boxes == [None] * 8
     centre = crop_face(prepared.global_frame, None)
     assert np.array_equal(prepared.face_crops[prepared.peak_frame_index], centre)
+    encoded = tiny_model.encode(prepared)
+    assert encoded.present == {"global": True, "face": False, "temporal": False, "audio": True}
+    assert not encoded.features["face"].any() and not encoded.features["temporal"].any()
+    assert encoded.filled == {"face": "missing: zeros", "temporal": "missing: zeros"}
+    with_face = tiny_model.encode(prepare_clip(media["expressive_face.mp4"], options=QUICK))
+    assert with_face.present["face"] and with_face.features["face"].abs().sum() > 0
+
+
+@pytest.mark.timeout(60)
+def test_training_cache_keeps_no_crops_of_a_clip_without_face(media: MediaCatalogue, tmp_path):
+    """Training sees what inference does: a clip whose face is not found has no face inputs."""
+    from emotion_llama.config import preset
+    from emotion_llama.data.merr import Annotation
+    from emotion_llama.training.cache import RunCache
+    from emotion_llama.training.decoding import decode_clips
+
+    names = {"no_face": media["no_face.mp4"], "face": media["expressive_face.mp4"]}
+    annotations = [Annotation(name=name, video=str(path)) for name, path in names.items()]
+    cache = RunCache(tmp_path / "cache")
+    decode_clips(annotations, tmp_path, cache, preset("tiny"), workers=1)
+    crops = {name: cache.clip_array(name, "face_crops") for name in names}
+    assert crops["no_face"].shape[0] == 0 and cache.clip_array("no_face", "face_sequence").shape[0] == 0
+    assert crops["face"].shape[0] == 8
+    assert cache.read_clip(annotations[0]).face_crops.shape[0] == 0
 
 
 @pytest.mark.timeout(30)

@@ -41,12 +41,14 @@ def _decode_one(job: DecodeJob) -> str | None:
         return f"{Path(job.video).name}\t{error}"
     # Stored at the encoders' input sizes, resized exactly as their preprocessing does,
     # so the cache is small and the encoders see what they see at inference.
+    # No crops where no face was found, as the encoders leave those out (``encode``).
     global_size, face_size, temporal_size = job.sizes
     empty = np.zeros((0, 1, 1, 3), np.uint8)
+    found = clip.face_found
     job.cache.write_clip(job.name, {
         "global_frame": resize_images(clip.global_frame, global_size)[0],
-        "face_crops": resize_images(clip.face_crops, face_size) if len(clip.face_crops) else empty,
-        "face_sequence": resize_images(clip.face_sequence, temporal_size) if len(clip.face_sequence) else empty,
+        "face_crops": resize_images(clip.face_crops, face_size) if found and len(clip.face_crops) else empty,
+        "face_sequence": resize_images(clip.face_sequence, temporal_size) if found and len(clip.face_sequence) else empty,
         "audio": clip.audio if clip.audio is not None else np.zeros(0, np.float32),
         "frame_time": clip.global_frame_time,
     })
