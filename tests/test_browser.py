@@ -209,7 +209,9 @@ def test_nothing_of_a_visitor_is_left_on_the_server(page, gradio_temp, tmp_path,
     page.reload()  # a new visitor, with the upload source selected again
     page.wait_for_selector("#analyze-button")
     page.locator("#video-input input[type=file]").set_input_files(str(first))
-    page.wait_for_selector("#video-input video")
+    # Uploaded: the player plays the server's copy. (Cleared before that, the page never tells
+    # the server of the file, and only the unused-upload sweep deletes it.)
+    page.wait_for_selector("#video-input video[src*='first_choice.mp4']")
     page.locator("#video-input button[aria-label='Clear']").first.click()  # changed their mind
     page.locator("#video-input input[type=file]").set_input_files(str(clip))
     page.wait_for_selector("#video-input video")
