@@ -22,7 +22,6 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -53,8 +52,9 @@ def jobs(args, annotations, cache) -> list:
         for name, variant in json.loads(args.variants).items():
             settings = StageSettings(epochs=variant.get("epochs", 15), lr=variant.get("lr", 3e-3),
                                      batch_size=variant.get("batch", 32))
-            job = encoder_pretraining._job(model, args.modality, annotations, cache, settings, 0, 0.0)
-            out.append((replace(job, frames=variant.get("frames", 0)), f"{name}, init {init}"))
+            job = encoder_pretraining._job(model, args.modality, annotations, cache, settings, 0, 0.0,
+                                           variant.get("frames", 0))
+            out.append((job, f"{name}, init {init}"))
     return out
 
 

@@ -58,8 +58,8 @@ class TrainConfig:
     encoder_clue_weight: dict[str, float] | None = None
     # Face crops per clip in each of the face encoder's training steps, drawn at random
     # (inference averages all of a clip's crops): fewer images a step make steps cheaper,
-    # so more epochs fit in the same time. None or 0: all crops.
-    face_train_frames: int | None = None
+    # so more epochs fit in the same time. 0: all crops.
+    face_train_frames: int = 0
     language: StageSettings = StageSettings(epochs=3, lr=3e-3, batch_size=32)
     coarse_tuning: StageSettings = StageSettings(epochs=6, lr=2e-3, batch_size=16)
     fine_tuning: StageSettings = StageSettings(epochs=6, lr=1e-3, batch_size=16)

@@ -55,8 +55,8 @@ def _batch_features(encoder: nn.Module, modality: str, inputs: list[np.ndarray],
         if rng is not None:
             inputs = [_some_frames(x, frames, rng) for x in inputs]
         crops = [encoder.preprocess(x) for x in inputs]
-        frames = encoder.frame_features(torch.cat(crops))
-        return torch.stack([part.mean(dim=0) for part in frames.split([len(c) for c in crops])])
+        per_crop = encoder.frame_features(torch.cat(crops))
+        return torch.stack([part.mean(dim=0) for part in per_crop.split([len(c) for c in crops])])
     if modality == "temporal":
         return encoder(torch.cat([encoder.preprocess(x) for x in inputs]))
     if rng is None:
@@ -165,8 +165,9 @@ def _pretrain_encoder(job: EncoderJob) -> tuple[str, dict, dict[str, float]]:
 
 
 def _job(model: EmotionLlama, modality: str, annotations: list[Annotation], cache: RunCache,
-         settings: StageSettings, seed: int, clue_weight: float) -> EncoderJob:
-    """One encoder's job: its targets, split into training and held-out (``val``) clips."""
+         settings: StageSettings, seed: int, clue_weight: float, frames: int = 0) -> EncoderJob:
+    """One encoder's job: its targets, split into training and held-out (``val``) clips;
+    ``frames`` applies to the face encoder only."""
     labels = {label: i for i, label in enumerate(MERR_LABELS)}
     target = ENCODER_TARGET[modality]
     # Clue targets only where asked for and the annotations have them (MERR-style data does).
@@ -179,7 +180,7 @@ def _job(model: EmotionLlama, modality: str, annotations: list[Annotation], cach
             items["val" if ann.split == "val" else "train"].append((ann.name, labels[ann.modalities[target]], clues))
     return EncoderJob(modality, model.config.to_dict(), model.encoders.of(modality).state_dict(),
                       model.encoders.feature_dims[modality], cache, items["train"], items["val"], settings, seed,
-                      len(clue_index), clue_weight)
+                      len(clue_index), clue_weight, frames if modality == "face" else 0)
 
 
 def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache: RunCache, settings: StageSettings,
@@ -193,9 +194,9 @@ def pretrain_encoders(model: EmotionLlama, annotations: list[Annotation], cache:
     and the encoders frozen. The four train in parallel processes, one thread each.
     Clips of the ``val`` split are held out to measure each encoder's accuracy.
     Returns ``{modality: {"train": acc, "val": acc}}``."""
-    jobs = [replace(_job(model, modality, annotations, cache,
-                         replace(settings, epochs=(epochs or {}).get(modality, settings.epochs)), seed,
-                         (clue_weights or {}).get(modality, 0.0)), frames=face_frames if modality == "face" else 0)
+    jobs = [_job(model, modality, annotations, cache,
+                 replace(settings, epochs=(epochs or {}).get(modality, settings.epochs)), seed,
+                 (clue_weights or {}).get(modality, 0.0), face_frames)
             for modality in TRAINING_ORDER]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread,

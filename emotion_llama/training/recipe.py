@@ -113,7 +113,7 @@ def _pretrain_encoders(config: TrainConfig, annotations: list[Annotation], cache
     model = untrained_model(annotations, config.preset, config.vocab_size)
     report.data["encoder_accuracy"] = report.timed("encoders", lambda: pretrain_encoders(
         model, annotations, cache, config.encoders, config.seed, config.encoder_epochs, config.workers,
-        config.encoder_clue_weight, config.face_train_frames or 0))
+        config.encoder_clue_weight, config.face_train_frames))
     return model
 
 

@@ -56,8 +56,8 @@ the tiny model only on synthetic clips), so its label is a guess with a probabil
 finding about a person. Do not use it to judge, screen or monitor anyone, and only analyse
 clips of people who have agreed to it. The uploaded file is deleted when the request that uses it
 finishes (one you replace unused, at once; one never analysed, within {unused_upload}; a video
-made into a timeline, {ttl} after your last request about it); what was decoded from it stays only in this server's memory,
-for {ttl} after its last use, so that a re-analysis or a chat turn
+made into a timeline, {ttl} after your last request about it); what was decoded from it stays
+only in this server's memory, for {ttl} after its last use, so that a re-analysis or a chat turn
 needs no new upload. Pictures are sent inside the page, never stored as files. Nothing is logged.
 """
 
