@@ -517,6 +517,11 @@ class _FrameSampler:
 
 
 TRAILING_SILENCE_MAX = 0.5  # seconds of missing sound at the end that are filled with silence
+# A track whose every sample is quieter than this (-80 dBFS, far below any recorded room
+# noise) holds no sound: it is treated as no sound track, so the voice is left out (as the
+# model is trained to expect when it is missing) and speech recognition does not invent
+# words from silence.
+SILENT_PEAK = 1e-4
 
 
 def _read_audio(
@@ -544,6 +549,8 @@ def _read_audio(
     samples = _fit_to_window(np.concatenate(chunks).astype(np.float32, copy=False), first_time or 0.0, window)
     if samples.size == 0:
         return None, "The sound track holds no sound in the analysed part of the clip, so the voice was not analysed."
+    if float(np.abs(samples).max()) < SILENT_PEAK:
+        return None, "The sound track is silent, so there was no voice to analyse."
     return samples, None
 
 

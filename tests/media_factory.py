@@ -79,9 +79,11 @@ def make_face_clip(
     seconds: float = 3.0,
     fps: int = 25,
     audio: bool = True,
+    sound: str = "sine=frequency=220",
     stored_rotation: int = 0,
 ) -> Path:
-    """Encode a clip whose frame at time ``t`` shows the faces ``script(t)``.
+    """Encode a clip whose frame at time ``t`` shows the faces ``script(t)``, with ``sound``
+    (an ffmpeg lavfi source) as its sound track when ``audio``.
 
     ``stored_rotation`` (a multiple of 90, counter-clockwise) stores the pixels turned
     the other way and tags the stream with that display rotation, as phones do; a
@@ -95,7 +97,7 @@ def make_face_clip(
             draw_face(image, face)
         frames.append(np.ascontiguousarray(np.rot90(image, k=-stored_rotation // 90)))
     coded_height, coded_width = frames[0].shape[:2]
-    audio_args = ["-f", "lavfi", "-i", f"sine=frequency=220:duration={seconds}"] if audio else []
+    audio_args = ["-f", "lavfi", "-t", str(seconds), "-i", sound] if audio else []
     encoded = path.with_name(path.stem + ".unrotated" + path.suffix) if stored_rotation else path
     run_ffmpeg(
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{coded_width}x{coded_height}", "-r", str(fps),
@@ -286,6 +288,8 @@ class MediaCatalogue:
             "face.mp4": lambda p: make_face_clip(p, one_face()),
             "face_faststart.mp4": self._faststart,
             "face_no_audio.mp4": lambda p: make_face_clip(p, one_face(), audio=False),
+            "face_silent_track.mp4": lambda p: make_face_clip(p, one_face(), sound="anullsrc=r=44100:cl=mono"),
+            "face_quiet_tone.mp4": lambda p: make_face_clip(p, one_face(), sound="sine=frequency=220,volume=-50dB"),
             "expressive_face.mp4": lambda p: make_face_clip(p, expressive_face(1.6, 2.4), seconds=4.0),
             "two_faces.mp4": lambda p: make_face_clip(p, two_faces()),
             "rotated_face.mp4": lambda p: make_face_clip(

@@ -228,6 +228,18 @@ def test_clip_without_sound_is_analysed_without_audio(media: MediaCatalogue):
     assert any("no sound track" in w for w in prepared.warnings)
 
 
+@pytest.mark.timeout(30)
+def test_a_digitally_silent_track_counts_as_no_voice_but_a_quiet_one_is_kept(media: MediaCatalogue):
+    """Every sample under -80 dBFS: nothing to hear, so the voice is left out (and speech
+    recognition gets nothing to invent words from); a tone at -68 dBFS (ffmpeg's sine at -18, turned down 50 dB) is still sound."""
+    silent = prepare_clip(media["face_silent_track.mp4"], options=QUICK)
+    assert silent.audio is None and not silent.has_audio
+    assert any("sound track is silent" in w for w in silent.warnings)
+    quiet = prepare_clip(media["face_quiet_tone.mp4"], options=QUICK)
+    assert quiet.has_audio and 2e-4 < float(np.abs(quiet.audio).max()) < 1e-3
+    assert not any("silent" in w for w in quiet.warnings)
+
+
 @pytest.mark.timeout(60)
 def test_clip_without_face_shows_the_centre_and_leaves_the_face_encoders_out(media: MediaCatalogue, tiny_model):
     """The pictures show the frame's centre; the model is told the face is missing (zeros,

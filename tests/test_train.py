@@ -33,6 +33,7 @@ def test_every_stage_runs_and_the_losses_fall(small_corpus, tmp_path):
         modality_dropout=0.3,
         follow_up_share=0.5,
         subtitle_dropout=0.2,
+        missing_dropout=0.2,
         encoder_clue_weight={"audio": 4.0, "face": 1.0},
         encoders=StageSettings(epochs=2, lr=3e-3, batch_size=10),
         language=StageSettings(epochs=8, lr=5e-3, batch_size=5),
@@ -93,6 +94,7 @@ def test_reasoning_questions_without_subtitle_get_answers_that_quote_no_words():
 
     from emotion_llama.data.merr import Annotation
     from emotion_llama.training.coarse_tuning import COARSE_TUNING
+    from emotion_llama.training.common import InputDropout
     from emotion_llama.training.fine_tuning import FINE_TUNING
     from emotion_llama.training.tuning import TuningSample, conversation, with_dropout
 
@@ -103,7 +105,7 @@ def test_reasoning_questions_without_subtitle_get_answers_that_quote_no_words():
                      meta={"without_subtitle": bare})
     sample = TuningSample("clip", None, ann.subtitle, ann)
     rng = random.Random(0)
-    drops = [with_dropout(sample, "reason", rng, 0.0, subtitle_share=0.5)[1] for _ in range(400)]
+    drops = [with_dropout(sample, "reason", rng, InputDropout(subtitle=0.5))[1] for _ in range(400)]
     assert 150 < drops.count(None) < 250 and set(drops) == {None, "It is over."}
     for stage, key in ((COARSE_TUNING, "coarse_caption"), (FINE_TUNING, "fine_reasoning")):
         answers = [p.text for p in conversation(sample, "reason", rng, stage, subtitle=None) if p.kind == "answer"]
@@ -112,7 +114,46 @@ def test_reasoning_questions_without_subtitle_get_answers_that_quote_no_words():
         assert answers == [getattr(ann, key)]
     # Data without such answers (real MERR) keeps the subtitle on every reasoning question.
     plain = TuningSample("clip", None, ann.subtitle, Annotation("clip", label="sad", subtitle="It is over."))
-    assert {with_dropout(plain, "reason", rng, 0.0, subtitle_share=0.9)[1] for _ in range(50)} == {"It is over."}
+    assert {with_dropout(plain, "reason", rng, InputDropout(subtitle=0.9))[1] for _ in range(50)} == {"It is over."}
+
+
+def test_label_questions_on_agreeing_clips_are_asked_as_if_the_voice_or_the_face_were_missing():
+    """What a missing sound track or an unseen face looks like to the model (zeros from the
+    encoders that read them), on clips whose words agree with the label, so the words and
+    the remaining modality still give it; never on clips whose words mislead, nor on
+    reasoning questions (their answers cite every modality)."""
+    import random
+
+    import torch
+
+    from emotion_llama.data.merr import Annotation
+    from emotion_llama.encoders import EncodedClip
+    from emotion_llama.training.common import InputDropout
+    from emotion_llama.training.tuning import TuningSample, with_dropout
+
+    features = {m: torch.ones(4) for m in ("global", "face", "temporal", "audio")}
+    encoded = EncodedClip(features, {m: True for m in features})
+
+    def sample(words: str, missing: list[str]) -> TuningSample:
+        ann = Annotation("clip", label="sad", subtitle="It is over.", missing=missing,
+                         modalities={"face": "sad", "voice": "sad", "words": words})
+        return TuningSample("clip", encoded, ann.subtitle, ann)
+
+    def zeroed(s: TuningSample, task: str, share: float) -> list[tuple[str, ...]]:
+        rng = random.Random(0)
+        out = []
+        for _ in range(400):
+            clip, subtitle = with_dropout(s, task, rng, InputDropout(missing=share))
+            assert subtitle == "It is over."
+            out.append(tuple(m for m, f in clip.features.items() if not f.any()))
+        return out
+
+    left_out = zeroed(sample("sad", []), "emotion", 0.5)
+    assert 70 < left_out.count(("audio",)) < 130 and 70 < left_out.count(("face", "temporal")) < 130
+    assert left_out.count(()) + left_out.count(("audio",)) + left_out.count(("face", "temporal")) == 400
+    assert set(zeroed(sample("happy", []), "emotion", 1.0)) == {()}  # the words mislead
+    assert set(zeroed(sample("sad", ["audio"]), "emotion", 1.0)) == {()}  # already missing one
+    assert set(zeroed(sample("sad", []), "reason", 1.0)) == {()}
 
 
 def test_encoder_pretraining_gives_the_same_weights_twice(small_corpus, tmp_path):

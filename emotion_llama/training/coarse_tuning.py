@@ -39,4 +39,4 @@ def calibrate_adapters(model: EmotionLlama, samples: list[TuningSample], n: int 
 def tune_coarse(model: EmotionLlama, samples: list[TuningSample], config: TrainConfig) -> dict:
     """Coarse captions name no label, so no reasoning question comes as a follow-up here."""
     return instruction_tune(model, samples, config.coarse_tuning, COARSE_TUNING, config.seed, LABEL_SHARE,
-                            config.modality_dropout, follow_up=0.0, subtitle_dropout=config.subtitle_dropout)
+                            config.input_dropout(), follow_up=0.0)

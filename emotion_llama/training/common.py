@@ -28,6 +28,15 @@ RENAMED_KEYS = {"stage1": "coarse_tuning", "stage2": "fine_tuning", "label_share
 
 
 @dataclass(frozen=True)
+class InputDropout:
+    """The shares of questions asked with some of the clip's inputs left out."""
+
+    modality: float = 0.0  # label questions with random modalities left out
+    subtitle: float = 0.0  # questions without the subtitle
+    missing: float = 0.0  # label questions with the voice or the face left out (``as_if_missing``)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     corpus: str  # folder (or file) of annotations; clips found through them
     work: str  # work folder: the run's cache, stage checkpoints, report
@@ -78,6 +87,13 @@ class TrainConfig:
     # (the app's layout, see ``prompts.reason_after_label``); the rest are single-turn, as
     # in the paper. Coarse captions name no label, so coarse-grained tuning stays single-turn.
     follow_up_share: float = 0.0
+    # Share of label questions on clips that have every modality and words that agree with
+    # the label asked with the voice or the face left out (``tuning.as_if_missing``): the
+    # corpus's own missing cases were too few to teach the model to let the rest decide.
+    missing_dropout: float = 0.0
+
+    def input_dropout(self) -> InputDropout:
+        return InputDropout(self.modality_dropout, self.subtitle_dropout, self.missing_dropout)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

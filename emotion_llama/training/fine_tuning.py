@@ -13,4 +13,4 @@ FINE_TUNING = TuningStage(2, "fine_tuning", "stage 2, fine-grained tuning", "fin
 
 def tune_fine(model: EmotionLlama, samples: list[TuningSample], config: TrainConfig) -> dict:
     return instruction_tune(model, samples, config.fine_tuning, FINE_TUNING, config.seed, config.fine_label_share,
-                            config.modality_dropout, config.follow_up_share, config.subtitle_dropout)
+                            config.input_dropout(), config.follow_up_share)

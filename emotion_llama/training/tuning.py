@@ -17,7 +17,7 @@ from ..model import EmotionLlama
 from ..prompts import answer_pieces, first_turn, reason_after_label, user_turn
 from ..vocab import ENCODED_MODALITIES, MER2023_LABELS, MERR_LABELS, MODALITIES
 from .cache import RunCache
-from .common import PROBE_SIZE, StageSettings, loss_summary, optimiser, probe, stage_steps
+from .common import PROBE_SIZE, InputDropout, StageSettings, loss_summary, optimiser, probe, stage_steps
 
 
 @dataclass(frozen=True)
@@ -96,19 +96,39 @@ def conversation(sample: TuningSample, task: str, rng: random.Random, stage: Tun
     return prompt + answer_pieces(answer, close=True)
 
 
-def with_dropout(sample: TuningSample, task: str, rng: random.Random, share: float,
-                 subtitle_share: float = 0.0) -> tuple[EncodedClip, str | None]:
-    """The sample's inputs, some modalities left out for a ``share`` of label questions
-    and the subtitle alone for a further ``subtitle_share``. Reasoning answers cite every
+# What a clip looks like to the model when its voice or its face is missing: the encoders
+# that read them give zeros (a missing sound track; no face found, ``encoders.encode``).
+MISSING_AS_ZEROS = {"voice": ("audio",), "face": ("face", "temporal")}
+
+
+def as_if_missing(sample: TuningSample, rng: random.Random) -> EncodedClip | None:
+    """The clip with its voice or its face left out, when it has both and its words agree
+    with its label; otherwise None. In the synthetic corpus a clip that lacks one of them
+    has words that agree, and 5 % of clips each were too few for the model to learn to
+    let the words and the remaining modality decide when one is gone."""
+    ann = sample.annotation
+    if ann.missing or ann.modalities.get("words") != ann.label:
+        return None
+    return without(sample.encoded, MISSING_AS_ZEROS[rng.choice(sorted(MISSING_AS_ZEROS))])
+
+
+def with_dropout(sample: TuningSample, task: str, rng: random.Random,
+                 dropout: InputDropout) -> tuple[EncodedClip, str | None]:
+    """The sample's inputs, some left out as ``dropout`` says. Reasoning answers cite every
     modality, so reasoning questions see all of them, except that the subtitle is left
-    out for a ``subtitle_share`` of them when the annotation has answers written without
-    it (:func:`without_subtitle`): otherwise the model learns to quote words it never saw."""
+    out for a ``dropout.subtitle`` share of them when the annotation has answers written
+    without it (:func:`without_subtitle`): otherwise the model learns to quote words it
+    never saw."""
     if task != "emotion":
-        if subtitle_share and sample.subtitle and without_subtitle(sample.annotation) and rng.random() < subtitle_share:
+        if dropout.subtitle and sample.subtitle and without_subtitle(sample.annotation) and rng.random() < dropout.subtitle:
             return sample.encoded, None
         return sample.encoded, sample.subtitle
-    if rng.random() >= share:
-        if subtitle_share and rng.random() < subtitle_share:
+    if dropout.missing and rng.random() < dropout.missing:
+        encoded = as_if_missing(sample, rng)
+        if encoded is not None:
+            return encoded, sample.subtitle
+    if rng.random() >= dropout.modality:
+        if dropout.subtitle and rng.random() < dropout.subtitle:
             return sample.encoded, None
         return sample.encoded, sample.subtitle
     if rng.random() < 0.5:
@@ -149,9 +169,12 @@ def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
 
 
 def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: TuningStage,
-                     seed: int, label_share: float = 0.5, modality_dropout: float = 0.0, follow_up: float = 0.0,
-                     subtitle_dropout: float = 0.0) -> dict:
-    """One tuning stage: batches of label (``label_share``) and reasoning questions."""
+                     seed: int, label_share: float, dropout: InputDropout,
+                     follow_up: float = 0.0) -> dict:
+    """One tuning stage: batches of label (``label_share``) and reasoning questions. Its
+    random draws (LoRA's dropout included) are seeded with ``seed`` and the stage number, so
+    a run resumed after an earlier stage trains it exactly as a run from the start does."""
+    torch.manual_seed(seed + stage.number)
     params = trainable_parameters(model)
     steps = stage_steps(len(samples), settings)
     step_with = optimiser(params, settings, steps, clip_norm=1.0)
@@ -169,7 +192,7 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
     for _ in tqdm(range(steps), desc=stage.title, unit="step"):
         chosen = rng.sample(samples, min(settings.batch_size, len(samples)))
         tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
-        inputs = [with_dropout(s, t, rng, modality_dropout, subtitle_dropout) for s, t in zip(chosen, tasks)]
+        inputs = [with_dropout(s, t, rng, dropout) for s, t in zip(chosen, tasks)]
         batch = [conversation(s, t, rng, stage, words, follow_up) for s, t, (_, words) in zip(chosen, tasks, inputs)]
         projected = [model.project(encoded) for encoded, _ in inputs]
         losses.append(step_with(instruction_loss(model, batch, projected)))
