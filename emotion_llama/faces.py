@@ -31,6 +31,9 @@ NO_FACE_WARNING = "no face found: the face encoders were left out (the pictures 
 FULL_EVERY = 15  # a full detection on the first sampled frame, every 15th and the last
 HOLD = 2  # a track missed in a frame is still searched for near its box this many frames on
 THUMBNAIL_SIDE = 96
+# A face seen in one sampled frame only is a glimpse (a turned or covered face, or a false
+# detection): its crops would be read as a face in every frame, so it counts as no face.
+MIN_SIGHTINGS = 2
 
 
 @dataclass(frozen=True)
@@ -426,7 +429,7 @@ class FaceAnalysis:
 def coverage_note(seen: int, total: int) -> str:
     """A sentence for people: how often the face was seen in the sampled frames."""
     if not seen:
-        return f"no face seen in the {total} sampled frames: the face was left out"
+        return f"no face seen in {MIN_SIGHTINGS} or more of the {total} sampled frames: the face was left out"
     return f"face seen in {seen} of {total} sampled frames"
 
 
@@ -442,15 +445,17 @@ def follow_person(
     """Find the people in ``frames`` (in time order, taken at ``times``) and follow one.
 
     People are the tracks seen in at least ``min_other_share`` of the frames (and twice),
-    so a single false detection is not a person, plus the most persistent track in any
-    case; ``person`` indexes them (None or 0: the one seen most often and most clearly, the largest
+    so a single false detection is not a person, plus the most persistent track if it was
+    seen ``MIN_SIGHTINGS`` times (or in every frame, when fewer were sampled): no face
+    otherwise; ``person`` indexes them (None or 0: the one seen most often and most clearly, the largest
     ``FaceTrack.rank``). Raises
     ``NoSuchPersonError`` for an index past the people found.
     """
     tracks = track_faces(frames, detector or default_face_detector(), full_every)
     tracks.sort(key=lambda t: t.rank, reverse=True)
+    seen_enough = [track for track in tracks if len(track.boxes) >= min(MIN_SIGHTINGS, len(frames))]
     min_frames = max(2, min_other_share * len(frames))
-    people = tracks[:1] + [track for track in tracks[1:] if len(track.boxes) >= min_frames]
+    people = seen_enough[:1] + [track for track in seen_enough[1:] if len(track.boxes) >= min_frames]
     chosen = _person_index(person, len(people))
     if not people:
         return FaceAnalysis([None] * len(frames), [False] * len(frames), 0)

@@ -146,6 +146,26 @@ def test_another_detector_plugs_in_through_the_protocol(media: MediaCatalogue):
     assert prepared.face_found and prepared.face_boxes == [(10, 20, 50, 50)] * 8
 
 
+def test_a_face_seen_in_one_frame_only_counts_as_no_face_and_twice_as_a_face():
+    # A covered or turned face the detector catches in one sampled frame would be cropped
+    # (and read as a face) in all 16; one sighting is a glimpse, two are a face.
+    class MarkedFrameDetector:
+        def detect(self, frame: np.ndarray) -> list[FaceBox]:
+            return [box(20, 20)] if frame.any() else []
+
+    def frames_marked(marked: set[int], count: int = 16) -> list[np.ndarray]:
+        return [np.full((240, 320, 3), 255 if i in marked else 0, np.uint8) for i in range(count)]
+
+    times = [i / 16 for i in range(16)]
+    glimpse = find_main_face(frames_marked({3}), times, MarkedFrameDetector())
+    assert not glimpse.face_found and glimpse.boxes == [None] * 16 and glimpse.people == []
+    assert glimpse.note == "no face seen in 2 or more of the 16 sampled frames: the face was left out"
+    twice = find_main_face(frames_marked({3, 11}), times, MarkedFrameDetector())
+    assert twice.face_found and sum(twice.detected) == 2 and len(twice.people) == 1
+    single_frame = find_main_face(frames_marked({0}, count=1), [0.0], MarkedFrameDetector())
+    assert single_frame.face_found, "with one frame sampled, one sighting is every frame"
+
+
 def test_frames_without_faces_give_no_boxes():
     frames = [np.full((120, 160, 3), 128, np.uint8)] * 4
     faces = find_main_face(frames, [0.0, 0.1, 0.2, 0.3])
