@@ -59,6 +59,11 @@ RENDER_EVERY = 2  # render every 2nd frame (12.5 fps of drawing), each shown twi
 MIN_SECONDS, MAX_SECONDS = 2.0, 4.0
 MAX_SPEECH_SECONDS = 3.4
 X264_PARAMS = "ref=1:subme=2:me=dia:trellis=0"
+# ffmpeg's threaded pipeline now and then deadlocks on a clip (once in 3,000 with the
+# ffmpeg 9 of imageio-ffmpeg 0.8.1): a clip takes well under a second, so one that takes
+# ENCODE_TIMEOUT_S is killed and encoded again.
+ENCODE_TIMEOUT_S = 60
+ENCODE_ATTEMPTS = 3
 
 CASES = ("congruent", "neutral_words", "conflict", "no_audio", "no_face")
 CASE_BLOCK: tuple[str, ...] = ("congruent",) * 12 + ("neutral_words",) * 3 + ("conflict",) * 3 + ("no_audio", "no_face")
@@ -155,19 +160,29 @@ def encode_clip(path: Path, frames: np.ndarray, n_frames: int, wav: Path | None,
         cmd += ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "32k", "-ar", "16000", "-ac", "1"]
     cmd += ["-t", f"{duration:.3f}", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
     cmd += ["-flags:a", "+bitexact", "-movflags", "+faststart", "-f", "mp4", str(path)]
-    raw = np.ascontiguousarray(frames)
-    # stderr goes to a file, not a pipe, so that one blocking write of all frames cannot
-    # deadlock on a full stderr pipe
+    raw = memoryview(np.ascontiguousarray(frames)).cast("B")
+    for _ in range(ENCODE_ATTEMPTS):
+        try:
+            return _run_ffmpeg(cmd, raw, path)
+        except subprocess.TimeoutExpired:
+            continue
+    raise SynthError(f"ffmpeg hung writing {path.name} {ENCODE_ATTEMPTS} times (over {ENCODE_TIMEOUT_S} s each)")
+
+
+def _run_ffmpeg(cmd: list[str], raw: memoryview, path: Path) -> None:
+    """One ffmpeg run fed ``raw`` on stdin, killed after ``ENCODE_TIMEOUT_S``.
+
+    stderr goes to a file, not a pipe, so that it cannot fill up and block ffmpeg.
+    """
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(memoryview(raw).cast("B"))
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = proc.wait()
-        if rc != 0:
+            proc.communicate(raw, timeout=ENCODE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.returncode != 0:
             err.seek(0)
             msg = err.read().decode(errors="replace")[-500:]
             raise SynthError(f"ffmpeg failed writing {path.name}: {msg}")

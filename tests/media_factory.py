@@ -23,13 +23,17 @@ H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 BACKGROUND_RGB = (90, 110, 130)
 
 
-def run_ffmpeg(*args: str, stdin: bytes | None = None) -> None:
-    subprocess.run(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args],
-        input=stdin if stdin is not None else b"",
-        check=True,
-        timeout=300,
-    )
+def run_ffmpeg(*args: str, stdin: bytes | None = None, attempts: int = 3) -> None:
+    """ffmpeg with ``args``; a run that hangs (its threaded pipeline rarely deadlocks) is
+    killed after two minutes and run again."""
+    for attempt in range(attempts):
+        try:
+            subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args],
+                           input=stdin if stdin is not None else b"", check=True, timeout=120)
+            return
+        except subprocess.TimeoutExpired:
+            if attempt == attempts - 1:
+                raise
 
 
 # --- a drawn face the OpenCV frontal cascade recognises ---------------------------

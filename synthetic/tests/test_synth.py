@@ -82,6 +82,27 @@ def test_different_seed_differs(corpus, tmp_path):
 
 
 @needs_espeak
+def test_an_ffmpeg_run_that_hangs_is_killed_and_the_clip_encoded_again(tmp_path, monkeypatch):
+    # ffmpeg's threaded pipeline once deadlocked on one clip of 3,000 and synth waited forever.
+    from synthetic import corpus as synth_corpus
+
+    real = synth_corpus._ffmpeg()
+    hung_once = tmp_path / "hung-once"
+    hanging = tmp_path / "ffmpeg-that-hangs-once"
+    hanging.write_text(f'#!/bin/sh\nif [ ! -e "{hung_once}" ]; then touch "{hung_once}"; exec sleep 60; fi\n'
+                       f'exec "{real}" "$@"\n')
+    hanging.chmod(0o755)
+    monkeypatch.setattr(synth_corpus, "_ffmpeg", lambda: str(hanging))
+    monkeypatch.setattr(synth_corpus, "ENCODE_TIMEOUT_S", 2)
+    frames = np.full((5, 64, 64, 3), 200, np.uint8)
+    synth_corpus.encode_clip(tmp_path / "clip.mp4", frames, 10, None, 0.4)
+    assert hung_once.exists(), "the first run hung"
+    import av
+
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10
+
+
 def test_labels_cases_and_splits(corpus):
     out, summary = corpus
     anns = load_annotations(out)
