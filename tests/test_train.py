@@ -238,6 +238,7 @@ def test_configs_with_the_stage_keys_of_before_the_paper_names_still_load(tmp_pa
         made_with["coarse_tuning"]["epochs"], made_with["fine_tuning"]["epochs"], made_with["fine_label_share"])
     assert shipped.encoder_epochs == made_with["encoder_epochs"] and shipped.language.epochs == made_with["language"]["epochs"]
     assert shipped.face_train_frames == made_with.get("face_train_frames")
+    assert shipped.missing_dropout == made_with.get("missing_dropout", 0.0)
 
 
 def test_nothing_outside_training_imports_it_but_the_train_command():
