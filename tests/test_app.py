@@ -256,6 +256,16 @@ def test_face_strip_marks_the_peak_frame():
     assert face_strip(np.zeros((0, 8, 8, 3), np.uint8), None) is None
 
 
+def test_the_face_strip_says_when_its_crops_are_the_frame_centre_and_not_a_face():
+    from emotion_llama.ui.render import NO_FACE_CAPTION, faces_html
+
+    crops = np.zeros((4, 32, 32, 3), np.uint8)
+    assert "<img" in faces_html(crops, 0, face_found=True) and NO_FACE_CAPTION not in faces_html(crops, 0, True)
+    captioned = faces_html(crops, 0, face_found=False)
+    assert captioned.startswith("<img") and captioned.endswith(f"<p><em>{NO_FACE_CAPTION}</em></p>")
+    assert faces_html(None, None, face_found=False) == ""
+
+
 def test_banner_says_what_the_model_is_and_how_to_load_the_official_one():
     from emotion_llama.ui import engine_banner
 

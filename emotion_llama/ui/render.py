@@ -109,6 +109,19 @@ def face_strip(crops: np.ndarray | None, peak_index: int | None, size: int = 96)
     return strip
 
 
+NO_FACE_CAPTION = ("No face was found, so these are crops of the centre of the frame; "
+                   "both face encoders were left out.")
+
+
+def faces_html(crops: np.ndarray | None, peak_index: int | None, face_found: bool) -> str:
+    """The face strip as an image, with a caption when no face was found: the crops are then
+    the centre of the frame and not a face the model read."""
+    image = inline_image(face_strip(crops, peak_index), "the face crops, the peak frame framed in orange")
+    if face_found or not image:
+        return image
+    return f"{image}<p><em>{escape(NO_FACE_CAPTION)}</em></p>"
+
+
 def subtitle_markdown(text: str | None, source: str, left_out: bool = False, note: str | None = None) -> str:
     """Where the subtitle came from; ``note`` (``Subtitle.note``) says why there is none,
     e.g. that Whisper's checkpoint is missing, or that Whisper translated it."""
