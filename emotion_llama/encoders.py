@@ -32,9 +32,12 @@ from .vocab import ENCODED_MODALITIES
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) or (H, W, 3) uint8 RGB -> (N, size, size, 3) uint8, bicubic as the reference."""
+    """(N, H, W, 3) or (H, W, 3) uint8 RGB -> (N, size, size, 3) uint8, bicubic as the reference.
+    Images already at ``size`` (the training cache's) come back as they are, as PIL would."""
     if images.ndim == 3:
         images = images[None]
+    if images.shape[1:3] == (size, size):
+        return images
     return np.stack([
         np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BICUBIC))
         for img in images

@@ -263,3 +263,36 @@ def test_nothing_outside_training_imports_it_but_the_train_command():
                 if any("training" in name.split(".") for name in names):
                     found.add((path.name, owner))
     assert found == {("cli.py", "cmd_train"), ("cli.py", "cmd_feature_stats")}, found
+
+
+def test_two_length_groups_give_the_loss_and_gradients_of_the_batch_padded_whole(tiny_model, prepared_clip):
+    """Short label questions run apart from long reasoning answers (less padding), and the
+    step is still the mean over the whole batch's answer tokens."""
+    import random
+
+    from emotion_llama.data.merr import Annotation
+    from emotion_llama.training.common import length_groups
+    from emotion_llama.training.fine_tuning import FINE_TUNING
+    from emotion_llama.training.tuning import TuningSample, conversation, instruction_loss, trainable_parameters
+
+    assert length_groups([10, 10, 10, 50, 50]) == [(0, 3), (3, 5)]
+    assert length_groups([40, 41, 42]) == [(0, 3)]  # no cut saves a padded position
+    encoded, rng = tiny_model.encode(prepared_clip), random.Random(0)
+    batch = []
+    for i, words in enumerate(["It is over.", "No.", "I can't believe this happened to us again today."] * 2):
+        ann = Annotation("clip", label="sad", subtitle=words, fine_reasoning="The voice is low and slow. " * (1 + 4 * i))
+        batch.append(conversation(TuningSample("clip", encoded, words, ann), ("emotion", "reason")[i % 2], rng,
+                                  FINE_TUNING, subtitle=words))
+    params = trainable_parameters(tiny_model)
+    results = []
+    for by_length in (False, True):
+        for p in params:
+            p.grad = None
+        loss = instruction_loss(tiny_model, batch, [tiny_model.project(encoded) for _ in batch], by_length=by_length)
+        loss.backward()
+        results.append((loss.item(), torch.cat([p.grad.flatten() for p in params])))
+    for p in params:
+        p.requires_grad_(False)
+    (whole, grad_whole), (split, grad_split) = results
+    assert split == pytest.approx(whole, rel=1e-5) and whole > 0
+    assert torch.allclose(grad_split, grad_whole, atol=1e-6 * grad_whole.abs().max().item() + 1e-9)

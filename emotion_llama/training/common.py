@@ -129,6 +129,23 @@ def stage_steps(examples: int, settings: StageSettings) -> int:
     return max(1, math.ceil(examples * settings.epochs / settings.batch_size))
 
 
+# A second group costs a second pass through the LLM: worth it only when it saves this
+# share of the positions the batch padded whole has.
+GROUP_SAVING = 0.1
+
+
+def length_groups(lengths: list[int]) -> list[tuple[int, int]]:
+    """Ascending ``lengths`` cut into the two consecutive groups (start, end) that leave the
+    fewest padded positions; one group when no cut saves ``GROUP_SAVING``."""
+    whole = len(lengths) * lengths[-1]
+    groups, cost = [(0, len(lengths))], whole * (1 - GROUP_SAVING)
+    for cut in range(1, len(lengths)):
+        padded = cut * lengths[cut - 1] + (len(lengths) - cut) * lengths[-1]
+        if padded <= cost:
+            groups, cost = [(0, cut), (cut, len(lengths))], padded
+    return groups
+
+
 PROBE_SIZE = 8  # examples held fixed to measure each stage's loss before and after it
 
 

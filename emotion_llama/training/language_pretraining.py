@@ -12,7 +12,7 @@ from ..config import preset
 from ..data.merr import Annotation
 from ..model import EmotionLlama
 from ..prompts import REASON_INSTRUCTIONS, instruction_for
-from .common import PROBE_SIZE, StageSettings, loss_summary, optimiser, probe, stage_steps
+from .common import PROBE_SIZE, StageSettings, length_groups, loss_summary, optimiser, probe, stage_steps
 from .tuning import offered_labels
 
 
@@ -60,10 +60,18 @@ def pretrain_language(model: EmotionLlama, annotations: list[Annotation], settin
     step_with = optimiser(base_params, settings, steps)
 
     def text_loss(batch: list[str]):
-        enc = tok([tok.bos_token + t + tok.eos_token for t in batch], return_tensors="pt", padding=True,
-                  truncation=True, max_length=512, add_special_tokens=False)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        return llm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
+        """Mean loss over the batch's tokens, the texts run shortest first in up to two
+        groups each padded to its own longest (``length_groups``: label questions are short)."""
+        ids = sorted(tok([tok.bos_token + t + tok.eos_token for t in batch], truncation=True, max_length=512,
+                         add_special_tokens=False)["input_ids"], key=len)
+        predicted = sum(len(x) - 1 for x in ids)  # every token but the first is predicted
+        loss = 0.0
+        for start, end in length_groups([len(x) for x in ids]):
+            enc = tok.pad({"input_ids": ids[start:end]}, return_tensors="pt")
+            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            loss = loss + llm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+                              num_items_in_batch=predicted).loss
+        return loss
 
     fixed = texts[:PROBE_SIZE]
     losses = []
