@@ -11,7 +11,8 @@ Needs a training run's work folder (``train`` writes it): the model after langua
 pretraining (``stages/language``) and the extracted features (``cache/``).
 
 Run from the repository root:
-``python benchmarks/bench_tuning_step.py runs/tiny runs/corpus [--steps 30] [--stage fine]``.
+``python benchmarks/bench_tuning_step.py runs/tiny runs/corpus [--steps 30] [--stage fine]``;
+the batches follow ``configs/tiny.json``'s shares (``--config`` for another recipe).
 Prints each way's median seconds a step and its ratio to the first.
 """
 
@@ -20,38 +21,32 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emotion_llama.checkpoints import from_pretrained
 from emotion_llama.data.merr import load_annotations
 from emotion_llama.training.cache import RunCache
 from emotion_llama.training.coarse_tuning import COARSE_TUNING, LABEL_SHARE
-from emotion_llama.training.common import InputDropout
+from emotion_llama.training.common import TrainConfig
 from emotion_llama.training.fine_tuning import FINE_TUNING
-from emotion_llama.training.tuning import (
-    conversation,
-    instruction_loss,
-    trainable_parameters,
-    tuning_samples,
-    with_dropout,
-)
-
-STAGES = {"coarse": (COARSE_TUNING, LABEL_SHARE), "fine": (FINE_TUNING, 0.3)}
+from emotion_llama.training.tuning import draw_batch, instruction_loss, trainable_parameters, tuning_samples
 
 
-def batches(samples, stage, label_share: float, steps: int, seed: int = 0) -> list:
-    """``steps`` batches of 16 drawn as the tuning loop draws them (v8's dropout shares)."""
-    rng, dropout, out = random.Random(seed), InputDropout(0.0, 0.2, 0.75), []
-    for _ in range(steps):
-        chosen = rng.sample(samples, 16)
-        tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
-        inputs = [with_dropout(s, t, rng, dropout) for s, t in zip(chosen, tasks)]
-        out.append(([conversation(s, t, rng, stage, w, 0.8) for s, t, (_, w) in zip(chosen, tasks, inputs)],
-                    [e for e, _ in inputs]))
-    return out
+def batches(samples, config: TrainConfig, stage_name: str, steps: int) -> list:
+    """``steps`` batches drawn as the recipe's tuning loop draws them (``config``'s shares)."""
+    if stage_name == "coarse":
+        stage, label_share, follow_up, size = COARSE_TUNING, LABEL_SHARE, 0.0, config.coarse_tuning.batch_size
+    else:
+        stage, label_share, follow_up = FINE_TUNING, config.fine_label_share, config.follow_up_share
+        size = config.fine_tuning.batch_size
+    rng = random.Random(config.seed)
+    return [draw_batch(samples, rng, size, stage, label_share, config.input_dropout(), follow_up) for _ in range(steps)]
 
 
 def set_lora_dropout(model, on: bool) -> None:
@@ -77,19 +72,20 @@ def main() -> None:
     parser.add_argument("work")
     parser.add_argument("corpus")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--stage", choices=sorted(STAGES), default="coarse")
+    parser.add_argument("--stage", choices=("coarse", "fine"), default="coarse")
+    parser.add_argument("--config", default="configs/tiny.json", help="the recipe whose shares the batches follow")
     args = parser.parse_args()
     annotations = [a for a in load_annotations(args.corpus) if a.split in (None, "train", "val")]
     samples = tuning_samples(annotations, RunCache(f"{args.work}/cache"))
     model = from_pretrained(f"{args.work}/stages/language")
     params = trainable_parameters(model)
     model.train()
-    work = batches(samples, *STAGES[args.stage], steps=args.steps)
+    work = batches(samples, TrainConfig.load(args.config), args.stage, args.steps)
     ways = {"padded whole": (True, False), "two length groups": (True, True),
             "no LoRA dropout": (False, False), "both": (False, True)}
     seconds_per_step(model, params, work[:3], False)  # warm-up
     base = None
-    print(f"{args.stage} tuning, {args.steps} steps of 16, {torch.get_num_threads()} threads")
+    print(f"{args.stage} tuning, {args.steps} batches of {len(work[0][0])}, {torch.get_num_threads()} threads")
     for name, (dropout, by_length) in ways.items():
         set_lora_dropout(model, dropout)
         median = seconds_per_step(model, params, work, by_length)

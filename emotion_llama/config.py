@@ -224,7 +224,7 @@ def tiny(vocab_size: int = 2048) -> EmotionLlamaConfig:
         llm=_llama(vocab_size, 128, 344, 4, 4, positions=2048),
         # LoRA on every linear layer, not only q/v as in ``official``: the tiny LLM's frozen
         # MLPs learned text alone, and fusing face and voice needs some capacity there.
-        # No LoRA dropout: drawing its masks before each of the 28 LoRA layers took 40 % of
+        # No LoRA dropout: drawing its masks before each of the 28 LoRA layers took 30-37 % of
         # a tuning step on a CPU (benchmarks/bench_tuning_step.py), and the recipe's input
         # dropouts already regularise.
         lora=LoraSettings(r=16, alpha=32, dropout=0.0, target_modules=TINY_LORA_TARGETS),

@@ -147,28 +147,29 @@ def instruction_loss(model: EmotionLlama, batch: list[list], projected: list[dic
     two groups, each padded to its own longest, so short label questions do not pay for the
     padding of long reasoning answers (a batch padded whole was 30 % padding)."""
     sequences = sorted((model.assemble(pieces, proj) for pieces, proj in zip(batch, projected)), key=len)
-    answer_tokens = sum(_answer_mask(seq).sum() for seq in sequences)
+    targets = [_answer_targets(seq) for seq in sequences]
+    answer_tokens = sum(int((t != -100).sum()) for t in targets)
     groups = length_groups([len(s) for s in sequences]) if by_length else [(0, len(sequences))]
-    return sum(_group_loss(model, sequences[start:end], answer_tokens) for start, end in groups)
+    return sum(_group_loss(model, sequences[start:end], targets[start:end], answer_tokens) for start, end in groups)
 
 
-def _answer_mask(seq) -> torch.Tensor:
-    """Which positions the loss reads: the answer and its ``</s>``."""
-    return torch.tensor([kind in ("answer", "eos") for kind in seq.kind_at()])
+def _answer_targets(seq) -> torch.Tensor:
+    """The sequence's token ids where the loss reads them (the answer and its ``</s>``), -100 elsewhere."""
+    answer = torch.tensor([kind in ("answer", "eos") for kind in seq.kind_at()])
+    return torch.as_tensor(seq.token_ids).masked_fill(~answer, -100)
 
 
-def _group_loss(model: EmotionLlama, sequences: list, answer_tokens: int) -> torch.Tensor:
+def _group_loss(model: EmotionLlama, sequences: list, targets: list[torch.Tensor], answer_tokens: int) -> torch.Tensor:
     """Summed cross-entropy of one group's answer tokens over the whole batch's count."""
     length = max(len(s) for s in sequences)
     hidden = sequences[0].inputs_embeds.shape[-1]
     embeds = torch.zeros(len(sequences), length, hidden)
     mask = torch.zeros(len(sequences), length, dtype=torch.long)
     labels = torch.full((len(sequences), length), -100)
-    for row, seq in enumerate(sequences):
+    for row, (seq, target) in enumerate(zip(sequences, targets)):
         embeds[row, : len(seq)] = seq.inputs_embeds[0]
         mask[row, : len(seq)] = 1
-        answer = _answer_mask(seq)
-        labels[row, : len(seq)][answer] = torch.as_tensor(seq.token_ids)[answer]
+        labels[row, : len(seq)] = target
     return model.llama_model(inputs_embeds=embeds, attention_mask=mask, labels=labels,
                              num_items_in_batch=answer_tokens).loss
 
@@ -182,6 +183,18 @@ def trainable_parameters(model: EmotionLlama) -> list[nn.Parameter]:
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def draw_batch(samples: list[TuningSample], rng: random.Random, size: int, stage: TuningStage, label_share: float,
+               dropout: InputDropout, follow_up: float) -> tuple[list[list], list[EncodedClip]]:
+    """One training batch: ``size`` clips, each asked a label (``label_share``) or a reasoning
+    question with some inputs left out as ``dropout`` says; returns the conversations and
+    the clips' encoded inputs."""
+    chosen = rng.sample(samples, min(size, len(samples)))
+    tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
+    inputs = [with_dropout(s, t, rng, dropout) for s, t in zip(chosen, tasks)]
+    batch = [conversation(s, t, rng, stage, words, follow_up) for s, t, (_, words) in zip(chosen, tasks, inputs)]
+    return batch, [encoded for encoded, _ in inputs]
 
 
 def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings: StageSettings, stage: TuningStage,
@@ -206,12 +219,8 @@ def instruction_tune(model: EmotionLlama, samples: list[TuningSample], settings:
     model.train()
     losses = []
     for _ in tqdm(range(steps), desc=stage.title, unit="step"):
-        chosen = rng.sample(samples, min(settings.batch_size, len(samples)))
-        tasks = ["emotion" if rng.random() < label_share else "reason" for _ in chosen]
-        inputs = [with_dropout(s, t, rng, dropout) for s, t in zip(chosen, tasks)]
-        batch = [conversation(s, t, rng, stage, words, follow_up) for s, t, (_, words) in zip(chosen, tasks, inputs)]
-        projected = [model.project(encoded) for encoded, _ in inputs]
-        losses.append(step_with(instruction_loss(model, batch, projected)))
+        batch, encoded = draw_batch(samples, rng, settings.batch_size, stage, label_share, dropout, follow_up)
+        losses.append(step_with(instruction_loss(model, batch, [model.project(e) for e in encoded])))
     after = probe(model, probe_loss)
     for p in params:
         p.requires_grad_(False)
